@@ -33,12 +33,11 @@ import numpy as np
 
 
 def get_array_module(x):
-    """The module (numpy or cupy) that owns array x. CuPy is imported only if present."""
-    try:
+    """The module (numpy or cupy) that owns array x. A CuPy array means CuPy is imported."""
+    if type(x).__module__.split(".")[0] == "cupy":
         import cupy
-    except ImportError:
-        return np
-    return cupy.get_array_module(x)
+        return cupy
+    return np
 
 
 def scatter_add(a, indices, values):
@@ -206,16 +205,33 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu_forward(x):
-    # tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+    # tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+    # (GELU runs on the widest activations, (B,T,4C): in-place steps save memory traffic)
     xp = get_array_module(x)
-    t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))
-    return 0.5 * x * (1.0 + t), (x, t)
+    x2 = x * x
+    u = x2 * (GELU_C * 0.044715)
+    u += GELU_C
+    u *= x                                                                 # u = C (x + a x^3)
+    t = xp.tanh(u, out=u)
+    out = t + 1.0
+    out *= x
+    out *= 0.5
+    return out, (x, x2, t)
 
 
 def gelu_backward(dout, cache):
-    x, t = cache
-    du_dx = GELU_C * (1.0 + 3 * 0.044715 * x * x)
-    return dout * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx)
+    x, x2, t = cache
+    # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, du/dx = C (1 + 3 a x^2)
+    du_dx = x2 * (3 * 0.044715 * GELU_C)
+    du_dx += GELU_C
+    dx = t * t
+    dx -= 1.0
+    dx *= x
+    dx *= du_dx                                                            # -x (1 - t^2) du/dx
+    dx -= t
+    dx -= 1.0
+    dx *= -0.5 * dout                                                      # 0.5 ((1 + t) + x (1 - t^2) du/dx)
+    return dx
 
 
 def split_heads(x, n_head):
@@ -254,16 +270,17 @@ def rope_backward(dout, cache):
 
 
 def sigma_forward(x):
-    # the positive feature map of the memory: sigma(x) = elu(x) + 1 (x+1 above 0, e^x below)
+    # the positive feature map of the memory: sigma(x) = elu(x) + 1, that is x + 1 above 0
+    # and e^x below; written as e^min(x,0) + max(x,0), which is both at once
     xp = get_array_module(x)
     ex = xp.exp(xp.minimum(x, 0.0))
-    return xp.where(x > 0, x + 1.0, ex), (x, ex)
+    return ex + xp.maximum(x, 0.0), ex
 
 
 def sigma_backward(dout, cache):
-    x, ex = cache
-    xp = get_array_module(x)
-    return dout * xp.where(x > 0, 1.0, ex).astype(x.dtype)
+    # the slope is 1 above 0 and e^x below: e^min(x,0) again
+    ex = cache
+    return dout * ex
 
 
 def causal_attention_forward(q, k, v, q_start=0):
@@ -275,7 +292,7 @@ def causal_attention_forward(q, k, v, q_start=0):
     scale = 1.0 / math.sqrt(D)
     att = (q @ k.transpose(0, 1, 3, 2)) * scale                            # (B,H,nq,nk)
     future = xp.arange(nk)[None, :] > (q_start + xp.arange(nq))[:, None]   # (nq,nk)
-    att = xp.where(future, -xp.inf, att).astype(q.dtype)
+    att = xp.where(future, -xp.inf, att)
     att = att - att.max(axis=-1, keepdims=True)
     p = xp.exp(att)
     p /= p.sum(axis=-1, keepdims=True)                                     # (B,H,nq,nk)
@@ -516,14 +533,21 @@ def cross_entropy_backward(dloss, cache):
     return dlogits.reshape(shape)
 
 
-def model_forward(params, idx, cfg):
-    """idx (B,T) -> logits (B,T,V), cache."""
+PLAIN_ATTENTION = (attention_forward, attention_backward)
+
+
+def model_forward(params, idx, cfg, attention=PLAIN_ATTENTION):
+    """idx (B,T) -> logits (B,T,V), cache.
+
+    attention is the (forward, backward) pair of the Infini-attention layer: the plain one
+    above, or a faster one from kernels/ that tests check against it.
+    """
     p = params
     x, c_emb = embedding_forward(p["wte"], idx)                            # (B,T,C), no positions
     layer_caches = []
     for l in range(cfg.n_layer):
         h, c_n1 = rmsnorm_forward(x, p[f"h.{l}.norm1"])
-        a, c_att = attention_forward(h, p, l, cfg)
+        a, c_att = attention[0](h, p, l, cfg)
         x = x + a
         h, c_n2 = rmsnorm_forward(x, p[f"h.{l}.norm2"])
         m, c_mlp = mlp_forward(h, p[f"h.{l}.w1"], p[f"h.{l}.w2"])
@@ -531,12 +555,12 @@ def model_forward(params, idx, cfg):
         layer_caches.append((c_n1, c_att, c_n2, c_mlp))
     xf, c_nf = rmsnorm_forward(x, p["norm_f"])
     logits, c_head = matmul_forward(xf, p["wte"].T)                        # tied head, (B,T,V)
-    return logits, (c_emb, layer_caches, c_nf, c_head)
+    return logits, (c_emb, layer_caches, c_nf, c_head, attention[1])
 
 
 def model_backward(dlogits, cache, cfg):
     """dlogits (B,T,V) -> grads, a dict with the keys of params."""
-    c_emb, layer_caches, c_nf, c_head = cache
+    c_emb, layer_caches, c_nf, c_head, attention_backward = cache
     grads = {}
     dxf, dwte_T = matmul_backward(dlogits, c_head)
     dx, grads["norm_f"] = rmsnorm_backward(dxf, c_nf)
@@ -592,16 +616,19 @@ def check_tokens(idx, cfg, name="idx", lo=0):
 # public API
 
 
-def forward(params, idx, cfg):
+def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
     """logits (B,T,V) for token ids idx (B,T). Memory starts empty for every sequence."""
     check_params(params, cfg)
     check_tokens(idx, cfg)
-    logits, _ = model_forward(params, idx, cfg)
+    logits, _ = model_forward(params, idx, cfg, attention)
     return logits
 
 
-def loss_and_grads(params, idx, targets, cfg):
-    """Mean cross-entropy over targets != -1, and its gradient for every parameter."""
+def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
+    """Mean cross-entropy over targets != -1, and its gradient for every parameter.
+
+    attention: see model_forward; kernels.fast.ATTENTION is the faster pair train.py uses.
+    """
     check_params(params, cfg)
     check_tokens(idx, cfg)
     check_tokens(targets, cfg, name="targets", lo=-1)
@@ -609,7 +636,7 @@ def loss_and_grads(params, idx, targets, cfg):
         raise ValueError(f"targets shape {tuple(targets.shape)} differs from idx shape {tuple(idx.shape)}")
     if not bool((targets != -1).any()):
         raise ValueError("targets are all -1: there is nothing to compute a loss on")
-    logits, cache = model_forward(params, idx, cfg)
+    logits, cache = model_forward(params, idx, cfg, attention)
     loss, c_ce = cross_entropy_forward(logits, targets)
     dlogits = cross_entropy_backward(1.0, c_ce)
     return float(loss), model_backward(dlogits, cache, cfg)

@@ -248,11 +248,12 @@ def loss_and_grads_torch(params_np, idx_np, targets_np, cfg, use_sdpa=True,
 
 def make_torch_trainer(cfg, params_np=None, device="cpu", dtype=torch.float32, lr=1e-3,
                        weight_decay=0.1, betas=(0.9, 0.95), compile=False,
-                       use_sdpa=True, detach_every=None, seed=0):
+                       use_sdpa=True, detach_every=None, seed=0, grad_clip=0.0):
     """Returns step(idx, targets) -> loss float: forward, backward, one AdamW step.
 
     Weight decay applies only to 2-D weights (wte, wq, wk, wv, wo, w1, w2); norms and
-    beta get none. idx/targets may be NumPy arrays or tensors. compile=True wraps the
+    beta get none. grad_clip > 0 clips the global gradient norm. idx/targets may be
+    NumPy arrays or tensors. compile=True wraps the
     loss in torch.compile (needs a working C++ compiler; off by default).
     detach_every=None follows cfg.bptt_segments when cfg has it (0 = full BPTT).
     The parameter dict is available as step.params.
@@ -279,6 +280,8 @@ def make_torch_trainer(cfg, params_np=None, device="cpu", dtype=torch.float32, l
         loss = loss_fn(to_long(idx), to_long(targets))
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip:
+            torch.nn.utils.clip_grad_norm_(list(P.values()), grad_clip)
         opt.step()
         return float(loss.item())               # .item() also waits for the device
 
