@@ -183,10 +183,12 @@ def rmsnorm_forward(x, g, eps=1e-5):
 def rmsnorm_backward(dout, cache):
     xhat, rstd, g = cache
     # forward was: out = xhat * g, xhat = x * rstd, rstd = (mean(x^2) + eps)^(-1/2)
+    # LAB 1 BEGIN rmsnorm_backward
     dg = (dout * xhat).reshape(-1, xhat.shape[-1]).sum(axis=0)             # (C,)
     dxhat = dout * g                                                       # (B,T,C)
     dx = rstd * (dxhat - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
     return dx, dg
+    # LAB 1 END
 
 
 def matmul_forward(x, w):
@@ -196,9 +198,11 @@ def matmul_forward(x, w):
 
 def matmul_backward(dout, cache):
     x, w = cache
+    # LAB 1 BEGIN matmul_backward
     dx = dout @ w.T
     dw = x.reshape(-1, x.shape[-1]).T @ dout.reshape(-1, dout.shape[-1])  # (I,O)
     return dx, dw
+    # LAB 1 END
 
 
 GELU_C = math.sqrt(2.0 / math.pi)
@@ -221,6 +225,7 @@ def gelu_forward(x):
 
 def gelu_backward(dout, cache):
     x, x2, t = cache
+    # LAB 1 BEGIN gelu_backward
     # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, du/dx = C (1 + 3 a x^2)
     du_dx = x2 * (3 * 0.044715 * GELU_C)
     du_dx += GELU_C
@@ -232,6 +237,7 @@ def gelu_backward(dout, cache):
     dx -= 1.0
     dx *= -0.5 * dout                                                      # 0.5 ((1 + t) + x (1 - t^2) du/dx)
     return dx
+    # LAB 1 END
 
 
 def split_heads(x, n_head):
@@ -263,30 +269,37 @@ def rope_forward(x, pos, base=10000.0):
 def rope_backward(dout, cache):
     # a rotation: its backward rotates back by the same angle
     cos, sin = cache
+    # LAB 2 BEGIN rope_backward
     xp = get_array_module(dout)
     D = dout.shape[-1]
     d1, d2 = dout[..., : D // 2], dout[..., D // 2:]
     return xp.concatenate([d1 * cos + d2 * sin, -d1 * sin + d2 * cos], axis=-1)
+    # LAB 2 END
 
 
 def sigma_forward(x):
     # the positive feature map of the memory: sigma(x) = elu(x) + 1, that is x + 1 above 0
     # and e^x below; written as e^min(x,0) + max(x,0), which is both at once
+    # LAB 3 BEGIN sigma_forward
     xp = get_array_module(x)
     ex = xp.exp(xp.minimum(x, 0.0))
     return ex + xp.maximum(x, 0.0), ex
+    # LAB 3 END
 
 
 def sigma_backward(dout, cache):
+    # LAB 3 BEGIN sigma_backward
     # the slope is 1 above 0 and e^x below: e^min(x,0) again
     ex = cache
     return dout * ex
+    # LAB 3 END
 
 
 def causal_attention_forward(q, k, v, q_start=0):
     # Eq. 5-6: softmax(q k^T / sqrt(D) + causal) v, inside one segment.
     # q (B,H,nq,D) at positions q_start.., k and v (B,H,nk,D) at positions 0..nk-1.
     # Training uses q_start = 0, nq = nk; streaming reads a few new queries at a time.
+    # LAB 2 BEGIN causal_attention_forward
     xp = get_array_module(q)
     nq, nk, D = q.shape[2], k.shape[2], q.shape[3]
     scale = 1.0 / math.sqrt(D)
@@ -297,17 +310,20 @@ def causal_attention_forward(q, k, v, q_start=0):
     p = xp.exp(att)
     p /= p.sum(axis=-1, keepdims=True)                                     # (B,H,nq,nk)
     return p @ v, (q, k, v, p, scale)
+    # LAB 2 END
 
 
 def causal_attention_backward(dout, cache):
     q, k, v, p, scale = cache
     # forward was: out = p @ v, p = softmax(q @ k^T * scale + causal)
+    # LAB 2 BEGIN causal_attention_backward
     dv = p.transpose(0, 1, 3, 2) @ dout                                    # (B,H,nk,D)
     dp = dout @ v.transpose(0, 1, 3, 2)                                    # (B,H,nq,nk)
     datt = p * (dp - (dp * p).sum(axis=-1, keepdims=True))                 # softmax backward
     dq = (datt @ k) * scale
     dk = (datt.transpose(0, 1, 3, 2) @ q) * scale
     return dq, dk, dv
+    # LAB 2 END
 
 
 EPS_MEM = 1e-6
@@ -315,21 +331,25 @@ EPS_MEM = 1e-6
 
 def memory_retrieve_forward(sq, M, z):
     # Eq. 7: A_mem = sigma(Q) M / (sigma(Q) z + eps). sq (B,H,n,D), M (B,H,D,D), z (B,H,D)
+    # LAB 3 BEGIN memory_retrieve_forward
     num = sq @ M                                                           # (B,H,n,D)
     den = (sq @ z[..., None]) + EPS_MEM                                    # (B,H,n,1)
     out = num / den
     return out, (sq, M, z, out, den)
+    # LAB 3 END
 
 
 def memory_retrieve_backward(dout, cache):
     sq, M, z, out, den = cache
     # forward was: out = num / den, num = sq @ M, den = sq @ z + eps
+    # LAB 3 BEGIN memory_retrieve_backward
     dnum = dout / den                                                      # (B,H,n,D)
     dden = -(dout * out).sum(axis=-1, keepdims=True) / den                 # (B,H,n,1)
     dsq = dnum @ M.transpose(0, 1, 3, 2) + dden * z[:, :, None, :]
     dM = sq.transpose(0, 1, 3, 2) @ dnum                                   # (B,H,D,D)
     dz = (sq * dden).sum(axis=2)                                           # (B,H,D)
     return dsq, dM, dz
+    # LAB 3 END
 
 
 def memory_update_forward(sk, v, M, z, rule):
@@ -338,13 +358,17 @@ def memory_update_forward(sk, v, M, z, rule):
     # delta  (Eq. 9): M' = M + sk^T (v - sk M / (sk z + eps)), only what M lacks is added
     # both:           z' = z + sum over the n tokens of sk
     if rule == "linear":
+        # LAB 3 BEGIN memory_update_forward, linear rule
         M_next = M + sk.transpose(0, 1, 3, 2) @ v
         cache = (sk, v, None)
+        # LAB 3 END
     else:
+        # LAB 4 BEGIN memory_update_forward, delta rule
         v_old, rcache = memory_retrieve_forward(sk, M, z)                  # what M returns for K
         u = v - v_old                                                      # (B,H,n,D)
         M_next = M + sk.transpose(0, 1, 3, 2) @ u
         cache = (sk, u, rcache)
+        # LAB 4 END
     z_next = z + sk.sum(axis=2)
     return (M_next, z_next), cache
 
@@ -352,13 +376,17 @@ def memory_update_forward(sk, v, M, z, rule):
 def memory_update_backward(dM_next, dz_next, cache):
     sk, u, rcache = cache  # u is v (linear) or v - v_old (delta)
     # forward was: M' = M + sk^T u, z' = z + sum_n sk
+    # LAB 3 BEGIN memory_update_backward, linear rule
     dsk = u @ dM_next.transpose(0, 1, 3, 2) + dz_next[:, :, None, :]       # (B,H,n,D)
     du = sk @ dM_next                                                      # (B,H,n,D)
     dM, dz = dM_next, dz_next
+    # LAB 3 END
     if rcache is not None:
         # forward was: u = v - v_old, v_old = retrieve(sk, M, z)
+        # LAB 4 BEGIN memory_update_backward, delta rule
         dsk2, dM2, dz2 = memory_retrieve_backward(-du, rcache)
         dsk, dM, dz = dsk + dsk2, dM + dM2, dz + dz2
+        # LAB 4 END
     return dsk, du, dM, dz  # du is dv
 
 
@@ -370,16 +398,20 @@ def sigmoid(x):
 def gate_forward(a_mem, a_dot, beta):
     # Eq. 10: A = g * A_mem + (1 - g) * A_dot, g = sigmoid(beta), one gate per head
     # a_mem, a_dot (B,H,n,D), beta (H,)
+    # LAB 4 BEGIN gate_forward
     g = sigmoid(beta)[None, :, None, None]                                 # (1,H,1,1)
     return g * a_mem + (1.0 - g) * a_dot, (a_mem, a_dot, g)
+    # LAB 4 END
 
 
 def gate_backward(dout, cache):
     a_mem, a_dot, g = cache
     # forward was: A = g*A_mem + (1-g)*A_dot, g = sigmoid(beta)
+    # LAB 4 BEGIN gate_backward
     dg = (dout * (a_mem - a_dot)).sum(axis=(0, 2, 3))                      # (H,)
     dbeta = dg * (g * (1.0 - g)).reshape(-1)
     return g * dout, (1.0 - g) * dout, dbeta
+    # LAB 4 END
 
 
 # -----------------------------------------------------------------------------
@@ -413,6 +445,7 @@ def infini_segment_forward(Q, K, V, M, z, beta, memory="delta", rope_base=10000.
 def infini_segment_backward(dA, dM_next, dz_next, cache):
     """Gradients of one segment: dQ, dK, dV, and dM, dz for the previous segment, and dbeta."""
     c_rq, c_rk, c_att, c_mem = cache
+    # LAB 4 BEGIN infini_segment_backward
     if c_mem is None:
         dqr, dkr, dV = causal_attention_backward(dA, c_att)
         return rope_backward(dqr, c_rq), rope_backward(dkr, c_rk), dV, None, None, None
@@ -429,6 +462,7 @@ def infini_segment_backward(dA, dM_next, dz_next, cache):
     dQ = rope_backward(dqr, c_rq) + sigma_backward(dsq, c_sq)
     dK = rope_backward(dkr, c_rk) + sigma_backward(dsk, c_sk)
     return dQ, dK, dV + dV_att, dM, dz, dbeta
+    # LAB 4 END
 
 
 # -----------------------------------------------------------------------------
@@ -471,6 +505,7 @@ def attention_backward(dout, cache, cfg):
     dA_merged, dwo = matmul_backward(dout, c_o)
     dA = split_heads(dA_merged, H)                                         # (B,H,T,D)
     dQ, dK, dV = xp.empty_like(dA), xp.empty_like(dA), xp.empty_like(dA)
+    # LAB 4 BEGIN attention_backward, BPTT loop
     dM = dz = dbeta = None
     if cfg.memory != "none":
         dM = xp.zeros((B, H, D, D), dtype=dout.dtype)                      # nothing reads the final memory
@@ -486,6 +521,7 @@ def attention_backward(dout, cache, cfg):
             dbeta += db
             if k > 0 and s % k == 0:   # truncated BPTT: the memory entering segment s is cut off
                 dM, dz = xp.zeros_like(dM), xp.zeros_like(dz)
+    # LAB 4 END
     dh_q, dwq = matmul_backward(merge_heads(dQ), c_q)
     dh_k, dwk = matmul_backward(merge_heads(dK), c_k)
     dh_v, dwv = matmul_backward(merge_heads(dV), c_v)
@@ -695,6 +731,7 @@ def _stream_piece(params, idx, state, cfg):
         kr, _ = rope_forward(K, xp.arange(t1), cfg.rope_base)
         A, _ = causal_attention_forward(qr, kr, V, q_start=t0)            # (B,H,t,D)
         if cfg.memory != "none":
+            # LAB 6 BEGIN _stream_piece, memory read and write
             M, z = state["M"][l], state["z"][l]
             a_mem, _ = memory_retrieve_forward(sigma_forward(Q)[0], M, z)
             A, _ = gate_forward(a_mem, A, p[f"h.{l}.beta"])
@@ -702,6 +739,7 @@ def _stream_piece(params, idx, state, cfg):
                 (M, z), _ = memory_update_forward(sigma_forward(K)[0], V, M, z, cfg.memory)
             new["M"].append(M)
             new["z"].append(z)
+            # LAB 6 END
         if t1 == N:                                                        # and start the next one empty
             K, V = K[:, :, :0], V[:, :, :0]
         new["k"].append(K)
@@ -768,9 +806,11 @@ def adamw_step(params, grads, opt, lr, weight_decay=0.1, betas=(0.9, 0.95), eps=
         m += (1.0 - b1) * g
         v *= b2
         v += (1.0 - b2) * (g * g)
+        # LAB 5 BEGIN adamw_step, gate learning rate and weight decay
         lr_p = lr * beta_lr_mult if name.endswith(".beta") else lr
         if weight_decay and is_decayed(name, p):
             p *= 1.0 - lr_p * weight_decay                                 # decoupled decay
+        # LAB 5 END
         p -= (lr_p / bias1) * m / (xp.sqrt(v / bias2) + eps)
 
 
