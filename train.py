@@ -1,0 +1,446 @@
+"""
+Train an Infini-Transformer (infini.py) on Shakespeare's plays.
+
+    python train.py                                   # char-level, 2 CPU cores, ~7 minutes
+    python train.py config/train_shakespeare_char_gpu.py        # a larger model on one GPU
+    python train.py --memory=none --out_dir=out-none            # the local-attention baseline
+    python train.py --init_from=resume --max_iters=2000         # go on from out_dir/ckpt.npz
+
+Settings are the plain variables below; override them with a config file and --key=value
+(configurator.py). The data is prepared on first use (data/<dataset>/prepare.py). Every
+eval_interval steps it prints `step N: train loss X, val loss Y`, appends the same to
+out_dir/log.jsonl, redraws out_dir/loss.png and saves out_dir/ckpt.npz (checkpoint.py).
+Ctrl-C saves a checkpoint of the last finished step; --init_from=resume then goes on
+exactly as if nothing had happened (on the CPU: the same losses, bit for bit). On resume
+the settings are the checkpoint's, except those given again (say a larger max_iters);
+the model and the dataset always come from the checkpoint.
+
+On a machine whose cores are busy with other work, OPENBLAS_NUM_THREADS=1 python train.py
+can be many times faster: BLAS threads that wait for a busy core spin instead of working.
+"""
+import importlib.util
+import json
+import math
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict
+
+import numpy as np
+from tqdm import tqdm
+
+import checkpoint
+import configurator
+import infini
+
+# -----------------------------------------------------------------------------
+# default settings: a 4-layer char model that trains in ~7 minutes on 2 CPU cores
+# (config/train_shakespeare_char.py repeats them)
+# I/O
+out_dir = "out-shakespeare-char"
+eval_interval = 100        # evaluate, log and save a checkpoint every this many steps
+eval_iters = 12            # batches per split in each evaluation
+log_interval = 10          # refresh the progress bar's loss and tokens/s every this many steps
+always_save_checkpoint = True  # False: save at an evaluation only when the val loss improved
+init_from = "scratch"      # "scratch" or "resume" (from out_dir/ckpt.npz)
+# data
+dataset = "shakespeare_char"  # "shakespeare_char" (characters) or "shakespeare" (BPE)
+data_dir = ""              # "" = data/<dataset>; prepared there on first use
+batch_size = 12
+block_size = 256           # tokens per training sequence: 4 segments, so the memory is used
+# model
+n_layer = 4
+n_head = 4
+d_model = 128
+segment_len = 64           # N: tokens per segment of local attention
+memory = "delta"           # "delta" (Eq. 9), "linear" (Eq. 8) or "none" (local attention only)
+bptt_segments = 0          # 0: back-propagate through the memory over the whole sequence
+# AdamW
+learning_rate = 2e-3       # peak learning rate
+max_iters = 1000
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0            # clip the global gradient norm to this (0: off)
+beta_lr_mult = 10.0        # the gates' learning rate is this times larger (SPEC.md, pitfalls)
+# learning rate schedule: linear warmup, then cosine decay down to min_lr
+warmup_iters = 100
+lr_decay_iters = 1000
+min_lr = 2e-4
+# system
+device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
+seed = 1337
+# -----------------------------------------------------------------------------
+DEFAULTS = configurator.defaults(globals())
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DATASETS = ("shakespeare_char", "shakespeare")
+MODEL_KEYS = ("n_layer", "n_head", "d_model", "segment_len", "memory", "bptt_segments")
+
+
+class TrainingDiverged(Exception):
+    """The loss became NaN or infinite."""
+
+
+def validate(c):
+    """Impossible settings -> ValueError naming the key (configurator makes it a one-line error)."""
+    for key in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "max_iters",
+                "n_layer", "n_head", "d_model", "segment_len", "lr_decay_iters"):
+        if c[key] < 1:
+            raise ValueError(f"--{key} must be at least 1, got {c[key]}")
+    for key in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta_lr_mult", "warmup_iters",
+                "bptt_segments", "seed"):
+        if c[key] < 0:
+            raise ValueError(f"--{key} must not be negative, got {c[key]}")
+    if c["learning_rate"] == 0:
+        raise ValueError("--learning_rate must be positive, got 0")
+    if c["min_lr"] > c["learning_rate"]:
+        raise ValueError(f"--min_lr ({c['min_lr']}) must not exceed --learning_rate ({c['learning_rate']})")
+    if c["warmup_iters"] > c["lr_decay_iters"]:
+        raise ValueError(f"--warmup_iters ({c['warmup_iters']}) must not exceed --lr_decay_iters "
+                         f"({c['lr_decay_iters']})")
+    for key in ("beta1", "beta2"):
+        if not 0 <= c[key] < 1:
+            raise ValueError(f"--{key} must be in [0, 1), got {c[key]}")
+    choices = {"init_from": ("scratch", "resume"), "dataset": DATASETS, "memory": infini.MEMORY_MODES,
+               "device": ("auto", "cpu", "cuda")}
+    for key, allowed in choices.items():
+        if c[key] not in allowed:
+            raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {c[key]!r}")
+    if not c["out_dir"]:
+        raise ValueError("--out_dir must not be empty")
+    # the model's own checks (d_model divisible by n_head, an even head size, ...)
+    infini.Config(n_layer=c["n_layer"], n_head=c["n_head"], d_model=c["d_model"],
+                  segment_len=c["segment_len"], memory=c["memory"], bptt_segments=c["bptt_segments"])
+
+
+def pick_backend(device):
+    """-> (xp, device name). 'auto' takes the GPU when CuPy finds one, else the CPU."""
+    if device == "auto":
+        try:
+            return infini.backend("cuda"), "cuda"
+        except ValueError:
+            return np, "cpu"
+    return infini.backend(device), device  # ValueError with a clear message if there is no GPU
+
+
+# -----------------------------------------------------------------------------
+# data: data/<dataset>/{train.bin, val.bin, meta.pkl}, prepared on first use
+
+
+def load_prepare(dataset):
+    """The module data/<dataset>/prepare.py, imported by its path (data/ is not a package)."""
+    path = os.path.join(ROOT, "data", dataset, "prepare.py")
+    spec = importlib.util.spec_from_file_location(f"prepare_{dataset}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def ensure_dataset(dataset, data_dir, plays=None):
+    """Run data/<dataset>/prepare.py's prepare() into data_dir if its files are missing."""
+    if all(os.path.exists(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin", "meta.pkl")):
+        return
+    print(f"{data_dir} has no prepared data yet: running data/{dataset}/prepare.py")
+    load_prepare(dataset).prepare(out_dir=data_dir, plays=plays)
+
+
+def load_dataset(data_dir):
+    """-> train ids, val ids (np.uint16 memmaps), and the dataset's meta dict."""
+    with open(os.path.join(data_dir, "meta.pkl"), "rb") as f:
+        meta = pickle.load(f)
+    splits = [np.memmap(os.path.join(data_dir, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")]
+    return splits[0], splits[1], meta
+
+
+def tokenizer_meta(dataset, data_dir, data_meta):
+    """A JSON-able description of the tokenizer, stored in the checkpoint so that sample.py
+    needs nothing else: the characters (char level) or the BPE ranks themselves."""
+    if "itos" in data_meta:
+        return {"kind": "char", "itos": [data_meta["itos"][i] for i in range(data_meta["vocab_size"])]}
+    if data_meta["encoding"] == "gpt2":  # tiktoken's own; it needs tiktoken's cache (or the network)
+        return {"kind": "tiktoken", "name": "gpt2"}
+    prep = load_prepare(dataset)
+    tok = data_meta["tokenizer"]
+    ranks = prep.load_tiktoken_bpe(os.path.join(data_dir, tok["file"]))  # {token bytes: rank}
+    tokens = sorted(ranks, key=ranks.get)
+    assert [ranks[t] for t in tokens] == list(range(len(tokens))), "BPE ranks must be 0..n-1"
+    import base64
+    return {"kind": "bpe", "name": tok["name"], "pat_str": tok["pat_str"],
+            "ranks": [base64.b64encode(t).decode("ascii") for t in tokens]}  # token id i = ranks[i]
+
+
+def get_batch(data, batch_size, block_size, rng):
+    """Random contiguous windows of block_size + 1 tokens: inputs x and next-token targets y (B,T)."""
+    if len(data) <= block_size:
+        raise ValueError(f"a split of {len(data)} tokens is too short for --block_size={block_size}")
+    ix = rng.integers(0, len(data) - block_size, size=batch_size)         # window starts
+    w = np.stack([np.asarray(data[i:i + block_size + 1], dtype=np.int64) for i in ix])  # (B,T+1)
+    return w[:, :-1], w[:, 1:]
+
+
+# -----------------------------------------------------------------------------
+# learning rate, evaluation, logging
+
+
+def get_lr(step, c):
+    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters."""
+    if step < c["warmup_iters"]:
+        return c["learning_rate"] * (step + 1) / (c["warmup_iters"] + 1)
+    if step >= c["lr_decay_iters"]:
+        return c["min_lr"]
+    ratio = (step - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])  # 0 -> 1
+    return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["learning_rate"] - c["min_lr"])
+
+
+def estimate_loss(params, cfg, splits, c, step, xp):
+    """Mean loss over eval_iters batches of each split. The batches come from their own RNG,
+    seeded by (seed, step), so evaluating never moves the training data stream."""
+    out = {}
+    for k, (name, data) in enumerate(splits.items()):
+        rng = np.random.default_rng([c["seed"], step, k])
+        losses = []
+        for _ in range(c["eval_iters"]):
+            x, y = get_batch(data, c["batch_size"], c["block_size"], rng)
+            logits = infini.forward(params, xp.asarray(x), cfg)            # (B,T,V)
+            loss, _ = infini.cross_entropy_forward(logits, xp.asarray(y))
+            losses.append(float(loss))
+        out[name] = float(np.mean(losses))
+    return out
+
+
+def mean_gate(params, cfg):
+    """The mean of sigmoid(beta) over every head and layer: the share of the memory read (Eq. 10)."""
+    if cfg.memory == "none":
+        return None
+    betas = np.concatenate([infini.to_numpy(params[f"h.{l}.beta"]) for l in range(cfg.n_layer)])
+    return float(np.mean(1.0 / (1.0 + np.exp(-betas.astype(np.float64)))))
+
+
+def read_log(path, max_step=None):
+    """The entries of log.jsonl (those up to max_step)."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        entries = [json.loads(line) for line in f if line.strip()]
+    return [e for e in entries if max_step is None or e["step"] <= max_step]
+
+
+def plot_losses(entries, path):
+    """loss.png: train and val loss at every evaluation."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no window
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = [e["step"] for e in entries]
+    ax.plot(steps, [e["train_loss"] for e in entries], "o-", label="train")
+    ax.plot(steps, [e["val_loss"] for e in entries], "o-", label="val (held-out plays)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (nats per token)")
+    ax.set_title(os.path.basename(os.path.dirname(os.path.abspath(path))))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+class StopRequest:
+    """Ctrl-C sets a flag; the loop stops at the end of the current step, so the checkpoint
+    never holds a half-updated model. A second Ctrl-C stops at once, without saving."""
+
+    def __init__(self):
+        self.requested = False
+        self.old = None
+
+    def handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("Ctrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signals reach the main thread only
+            self.old = signal.signal(signal.SIGINT, self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+# -----------------------------------------------------------------------------
+# training
+
+
+def train(config=None):
+    """Train with the settings in config (a dict; DEFAULTS fill in the rest, or on resume the
+    checkpoint's settings). Returns a summary dict: the training losses of this call, the last
+    evaluation, the step reached, the output paths, and whether Ctrl-C stopped it.
+    Raises TrainingDiverged on a NaN/inf loss."""
+    config = dict(config or {})
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown setting {unknown[0]!r}")
+    c = {**DEFAULTS, **config}
+    validate(c)
+    out = c["out_dir"]
+    ckpt_path, log_path, plot_path = (os.path.join(out, f) for f in ("ckpt.npz", "log.jsonl", "loss.png"))
+
+    # the model, the optimiser and the data stream: new, or exactly as the checkpoint left them
+    if c["init_from"] == "resume":
+        params, opt, meta = checkpoint.load_checkpoint(ckpt_path)
+        if opt is None:
+            raise checkpoint.CheckpointError(f"{ckpt_path} has no optimiser state to resume from")
+        # the checkpoint's settings, updated by those given now, except the model and dataset
+        saved, fixed = meta["config"], ("dataset",) + MODEL_KEYS
+        ignored = [k for k in fixed if k in config and config[k] != saved[k]]
+        if ignored:
+            print("resuming: keeping the checkpoint's " + ", ".join(f"{k}={saved[k]!r}" for k in ignored))
+        c = {**DEFAULTS, **{k: v for k, v in saved.items() if k in DEFAULTS},
+             **{k: v for k, v in config.items() if k not in fixed}, "out_dir": out, "init_from": "resume"}
+        validate(c)
+        cfg = infini.Config(**meta["model"])
+        step, last_eval_step, best_val = meta["step"], meta["last_eval_step"], meta["best_val_loss"]
+        elapsed, last_eval = meta["elapsed"], meta["eval"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = meta["rng"]
+    xp, device_name = pick_backend(c["device"])                           # before any slow work
+    data_dir = c["data_dir"] or os.path.join(ROOT, "data", c["dataset"])
+    ensure_dataset(c["dataset"], data_dir)
+    train_data, val_data, data_meta = load_dataset(data_dir)
+    tokenizer = tokenizer_meta(c["dataset"], data_dir, data_meta)
+    if c["init_from"] == "resume":
+        if tokenizer != meta["tokenizer"]:
+            raise checkpoint.CheckpointError(f"the data in {data_dir} has another tokenizer than {ckpt_path}")
+        entries = read_log(log_path, max_step=step)  # forget log lines written after the checkpoint
+        with open(log_path, "w") as f:
+            f.writelines(json.dumps(e) + "\n" for e in entries)
+    else:
+        cfg = infini.Config(vocab_size=data_meta["vocab_size"], n_layer=c["n_layer"], n_head=c["n_head"],
+                            d_model=c["d_model"], segment_len=c["segment_len"], memory=c["memory"],
+                            bptt_segments=c["bptt_segments"])
+        params = infini.init_params(cfg, seed=c["seed"])
+        opt = infini.adamw_init(params)
+        step, last_eval_step, best_val, elapsed, last_eval = 0, None, None, 0.0, {}
+        rng = np.random.default_rng(c["seed"])                         # the training data stream
+        if os.path.exists(log_path):
+            os.remove(log_path)                                        # a new run: a new log
+    os.makedirs(out, exist_ok=True)
+    params = {k: xp.asarray(v) for k, v in params.items()}
+    opt = {"step": opt["step"], "m": {k: xp.asarray(v) for k, v in opt["m"].items()},
+           "v": {k: xp.asarray(v) for k, v in opt["v"].items()}}
+    splits = {"train": train_data, "val": val_data}
+
+    saved_step = step if c["init_from"] == "resume" else None              # the checkpoint on disk
+
+    def save():
+        nonlocal saved_step
+        meta = {"config": c, "model": asdict(cfg), "step": step, "last_eval_step": last_eval_step,
+                "best_val_loss": best_val, "eval": last_eval, "elapsed": elapsed,
+                "tokens_seen": step * c["batch_size"] * c["block_size"], "rng": rng.bit_generator.state,
+                "tokenizer": tokenizer, "device": device_name}
+        checkpoint.save_checkpoint(ckpt_path, params, opt, meta)
+        saved_step = step
+
+    print(f"{infini.num_params(params):,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
+          f"d_model {cfg.d_model}, segment {cfg.segment_len}, memory {cfg.memory!r}; "
+          f"{c['dataset']} (vocab {cfg.vocab_size}, {len(train_data):,} train tokens); device {device_name}")
+    tokens_per_step = c["batch_size"] * c["block_size"]
+    losses, interrupted = [], False
+    t_start, t_train, tokens_since = time.time(), 0.0, 0  # training time and tokens since the last eval
+    bar = tqdm(total=c["max_iters"], initial=min(step, c["max_iters"]), desc="train", unit="step",
+               dynamic_ncols=True, mininterval=0.5)
+    with StopRequest() as stop, bar:
+        while True:
+            # evaluate, log and save every eval_interval steps and at the end
+            if (step % c["eval_interval"] == 0 or step == c["max_iters"]) and step != last_eval_step:
+                last_eval = estimate_loss(params, cfg, splits, c, step, xp)
+                if not all(math.isfinite(v) for v in last_eval.values()):
+                    raise TrainingDiverged(f"the evaluation loss is {last_eval} at step {step}")
+                last_eval_step = step
+                elapsed += time.time() - t_start
+                t_start = time.time()
+                entry = {"step": step, "train_loss": last_eval["train"], "val_loss": last_eval["val"],
+                         "lr": get_lr(step, c), "time": round(elapsed, 2),
+                         "tokens_per_sec": round(tokens_since / t_train, 1) if t_train else None,
+                         "gate": mean_gate(params, cfg)}
+                t_train, tokens_since = 0.0, 0
+                bar.write(f"step {step}: train loss {last_eval['train']:.4f}, val loss {last_eval['val']:.4f}")
+                with open(log_path, "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+                plot_losses(read_log(log_path), plot_path)
+                improved = best_val is None or last_eval["val"] < best_val
+                best_val = last_eval["val"] if improved else best_val
+                if step > 0 and (improved or c["always_save_checkpoint"]):
+                    save()
+            if step >= c["max_iters"]:
+                break
+            if stop.requested:  # Ctrl-C: the last step is complete; keep it and stop
+                elapsed += time.time() - t_start
+                t_start = time.time()
+                if saved_step != step:
+                    save()
+                interrupted = True
+                break
+            # one step of AdamW on a fresh random batch
+            t0 = time.time()
+            lr = get_lr(step, c)
+            x, y = get_batch(train_data, c["batch_size"], c["block_size"], rng)
+            loss, grads = infini.loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg)
+            norm = infini.clip_grad_norm(grads, c["grad_clip"])
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                kept = (f"the last good checkpoint, step {saved_step}, stays in {ckpt_path}"
+                        if saved_step is not None else "no checkpoint was saved")
+                raise TrainingDiverged(f"the loss is {loss} (gradient norm {norm:.3g}) at step {step}: "
+                                       f"stopping; {kept}. Try a lower --learning_rate")
+            infini.adamw_step(params, grads, opt, lr, weight_decay=c["weight_decay"],
+                              betas=(c["beta1"], c["beta2"]), beta_lr_mult=c["beta_lr_mult"])
+            step += 1
+            losses.append(loss)
+            t_train += time.time() - t0
+            tokens_since += tokens_per_step
+            bar.update(1)
+            if step % c["log_interval"] == 0:
+                bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tokens_since / max(t_train, 1e-9):,.0f}", lr=f"{lr:.1e}")
+    return {"losses": losses, "eval": last_eval, "step": step, "best_val_loss": best_val,
+            "ckpt": ckpt_path, "log": log_path, "plot": plot_path, "interrupted": interrupted,
+            "elapsed": elapsed + time.time() - t_start}
+
+
+def main(config):
+    """The command line around train(): one-line errors, exit status 0 / 1 / 2 / 130."""
+    t0 = time.time()
+    try:
+        result = train(config)
+    except TrainingDiverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except checkpoint.CheckpointError as e:  # none to resume from, or a corrupt one
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:  # --device=cuda without a GPU, a split shorter than block_size
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # a second Ctrl-C
+        print("\ninterrupted: stopped without saving", file=sys.stderr)
+        return 130
+    out, ev = os.path.dirname(result["ckpt"]), result["eval"]
+    if result["interrupted"]:
+        print(f"interrupted: saved step {result['step']} to {result['ckpt']}; "
+              f"go on with: python train.py --init_from=resume --out_dir={out}")
+        return 0
+    losses = f"train loss {ev['train']:.4f}, val loss {ev['val']:.4f}" if ev else "no evaluation this time"
+    print(f"done: step {result['step']} in {(time.time() - t0) / 60:.1f} min; {losses}")
+    print(f"outputs in {out}/: ckpt.npz (checkpoint), log.jsonl (evaluations), loss.png (loss curve)")
+    print(f"sample from it: python sample.py --out_dir={out}")
+    return 0
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    configurator.apply(dict(DEFAULTS), argv, validate, __doc__)  # --help; any bad setting: one line, exit 2
+    sys.exit(main(configurator.overrides(argv, DEFAULTS)))     # only what was set: resume fills in the rest
