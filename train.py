@@ -35,6 +35,7 @@ from tqdm import tqdm
 import checkpoint
 import configurator
 import infini
+from kernels import parallel
 
 # -----------------------------------------------------------------------------
 # default settings: a 4-layer char model that trains in ~7 minutes on 2 CPU cores
@@ -73,6 +74,7 @@ min_lr = 2e-4
 # system
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
 seed = 1337
+threads = 0                # CPU: split each batch across this many threads (0: one per core)
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
 
@@ -92,7 +94,7 @@ def validate(c):
         if c[key] < 1:
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta_lr_mult", "warmup_iters",
-                "bptt_segments", "seed"):
+                "bptt_segments", "seed", "threads"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["learning_rate"] == 0:
@@ -390,7 +392,7 @@ def train(config=None):
             t0 = time.time()
             lr = get_lr(step, c)
             x, y = get_batch(train_data, c["batch_size"], c["block_size"], rng)
-            loss, grads = infini.loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg)
+            loss, grads = parallel.loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"])
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 kept = (f"the last good checkpoint, step {saved_step}, stays in {ckpt_path}"

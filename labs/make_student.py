@@ -36,7 +36,7 @@ ROOT = os.path.dirname(LABS_DIR)
 MARKER = re.compile(r"^([ \t]*)# LAB (\d+) (BEGIN|END)\b[ \t]*(.*?)[ \t]*$")
 NAME_OK = re.compile(r"^[A-Za-z_][\w ,.()'=+-]*$")
 # files that hold the lab solutions in another form: never copied to students
-SOLUTION_PATHS = ("kernels/", "tests/test_kernels.py")
+SOLUTION_PATHS = ("kernels/fast.py", "tests/test_kernels.py")
 # the instructor's checks of the labs themselves: no use to students
 INSTRUCTOR_PATHS = ("tests/test_labs.py",)
 # walking without git: always skipped, whatever .gitignore says
@@ -187,22 +187,33 @@ def is_solution(rel):
 
 
 def imports(path):
-    """[(line number, top-level module)] of a Python file's import lines."""
+    """[(line number, dotted name)] named by a Python file's import lines: `import a.b`
+    gives a.b, `from a import b, c` gives a.b and a.c (b and c may be modules)."""
     found = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for n, line in enumerate(f, 1):
-            m = re.match(r"\s*(?:from|import)\s+([A-Za-z_]\w*)", line)
+            m = re.match(r"\s*from\s+([\w.]+)\s+import\s+\(?([\w\s,]+)", line)
             if m:
-                found.append((n, m.group(1)))
+                found += [(n, f"{m.group(1)}.{name.split()[0]}") for name in m.group(2).split(",") if name.strip()]
+                continue
+            m = re.match(r"\s*import\s+([\w.]+(?:\s*,\s*[\w.]+)*)", line)
+            if m:
+                found += [(n, name.strip()) for name in m.group(1).split(",")]
     return found
 
 
+def imported(path, modules):
+    """[(line number, module)] for each of modules that the file imports, or imports from."""
+    return [(n, m) for n, name in imports(path) for m in sorted(modules)
+            if name == m or name.startswith(m + ".")]
+
+
 def module_of(rel):
-    """The name a file is imported by: kernels/fast.py -> kernels, tests/test_x.py -> test_x
-    (pytest puts tests/ on the path), train.py -> train."""
+    """The name a file is imported by: kernels/fast.py -> kernels.fast, tests/test_x.py ->
+    test_x (pytest puts tests/ on the path), train.py -> train."""
     if rel.startswith("tests/"):
         return rel.rsplit("/", 1)[-1].removesuffix(".py")
-    return rel.split("/")[0].removesuffix(".py")
+    return rel.removesuffix(".py").replace("/", ".")
 
 
 def leave_out(src, files):
@@ -217,14 +228,14 @@ def leave_out(src, files):
         for rel in files:
             if rel in left or not rel.endswith(".py") or not rel.startswith("tests/"):
                 continue
-            hit = [m for _, m in imports(os.path.join(src, rel)) if m in modules]
+            hit = [m for _, m in imported(os.path.join(src, rel), modules)]
             if hit:
                 left[rel] = f"imports {hit[0]}"
                 changed = True
     modules = {module_of(rel) for rel in left}
     warnings = [f"{rel}:{n} imports {m}, which the student copy leaves out"
                 for rel in files if rel.endswith(".py") and rel not in left
-                for n, m in imports(os.path.join(src, rel)) if m in modules]
+                for n, m in imported(os.path.join(src, rel), modules)]
     return left, warnings
 
 

@@ -1,4 +1,5 @@
-"""kernels/fast.py against the plain layer in infini.py, and against finite differences."""
+"""kernels/: the fast layer against the plain one in infini.py and finite differences;
+the data-parallel threads against one batch."""
 
 import numpy as np
 import pytest
@@ -53,3 +54,20 @@ def test_fast_attention_float32():
     assert abs(loss - loss_f) <= 1e-5
     assert all(g.dtype == np.float32 for g in grads_f.values())
     assert max(rel_error(grads[k], grads_f[k]) for k in grads) <= 1e-4
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_parallel_slices_equal_one_batch(threads):
+    """kernels/parallel.py: the batch in slices across threads, the same loss and gradients."""
+    from kernels import parallel
+    cfg = infini.Config(vocab_size=11, n_layer=2, n_head=2, d_model=8, segment_len=4, memory="delta")
+    params = random_params(cfg)
+    rng = np.random.default_rng(0)
+    idx, targets = rng.integers(0, 11, (5, 10)), rng.integers(0, 11, (5, 10))
+    targets[0, :7] = -1                      # slices hold different numbers of targets
+    targets[4, :] = -1                       # and the last one may hold none at all
+    loss, grads = infini.loss_and_grads(params, idx, targets, cfg)
+    loss_p, grads_p = parallel.loss_and_grads(params, idx, targets, cfg, threads=threads)
+    assert abs(loss - loss_p) <= 1e-12
+    for name in grads:
+        assert rel_error(grads[name], grads_p[name]) <= 1e-12, name

@@ -22,6 +22,7 @@ import configurator
 import infini
 import sample
 import train
+from kernels import parallel
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBSET = ["the-comedy-of-errors", "macbeth", "the-tempest"]  # the-tempest becomes the val split
@@ -213,17 +214,17 @@ def test_resume_is_exact(char_dir, straight, tmp_path, capsys):
 def test_ctrl_c_saves_the_last_step_and_resume_is_exact(char_dir, straight, tmp_path, monkeypatch):
     ref_out, ref = straight
     calls = {"n": 0}
-    real = infini.loss_and_grads
+    real = parallel.loss_and_grads  # what train.py calls for each step
 
-    def interrupted(*args):  # Ctrl-C arrives in the middle of the 5th step
+    def interrupted(*args, **kwargs):  # Ctrl-C arrives in the middle of the 5th step
         calls["n"] += 1
         if calls["n"] == 5:
             os.kill(os.getpid(), signal.SIGINT)
-        return real(*args)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(infini, "loss_and_grads", interrupted)
+    monkeypatch.setattr(parallel, "loss_and_grads", interrupted)
     first = train.train(tiny(char_dir, tmp_path, max_iters=6, eval_interval=3))
-    monkeypatch.setattr(infini, "loss_and_grads", real)
+    monkeypatch.setattr(parallel, "loss_and_grads", real)
     assert first["interrupted"] and first["step"] == 5                   # the 5th step was finished
     assert checkpoint.load_checkpoint(first["ckpt"])[2]["step"] == 5
     second = train.train({"out_dir": str(tmp_path), "init_from": "resume"})
@@ -232,15 +233,15 @@ def test_ctrl_c_saves_the_last_step_and_resume_is_exact(char_dir, straight, tmp_
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(char_dir, tmp_path, monkeypatch, capsys):
-    real = infini.loss_and_grads
+    real = parallel.loss_and_grads  # what train.py calls for each step
     calls = {"n": 0}
 
-    def diverging(*args):
+    def diverging(*args, **kwargs):
         calls["n"] += 1
-        loss, grads = real(*args)
+        loss, grads = real(*args, **kwargs)
         return (float("nan") if calls["n"] == 6 else loss), grads
 
-    monkeypatch.setattr(infini, "loss_and_grads", diverging)
+    monkeypatch.setattr(parallel, "loss_and_grads", diverging)
     config = tiny(char_dir, tmp_path, max_iters=10, eval_interval=4)
     assert train.main(config) == 1
     err = capsys.readouterr().err.replace("\r", "\n")                  # after the progress bar's lines

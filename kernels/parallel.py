@@ -1,0 +1,87 @@
+"""
+kernels/parallel.py: data-parallel training steps across the cores of a CPU.
+
+NumPy runs element-wise work (softmax, GELU, norms, the memory's feature map) on one core;
+only BLAS, for the matmuls, uses several. On a 2-core machine that leaves a core idle for
+about half of every training step. Here the batch is cut into one slice per thread, each
+slice runs infini.loss_and_grads in its own thread (NumPy releases the GIL inside its
+loops, so the threads really run at once), and BLAS is held to one thread meanwhile, so
+that the two levels of threads do not fight over the cores. It also keeps training fast
+when other programs use some of the cores: BLAS threads that wait for a busy core spin.
+
+The math is unchanged: the loss is the mean over all targets != -1, so each slice's mean
+loss and gradients are weighted by its share of those targets. The sums run in a fixed
+order, so results are deterministic for a given number of threads (they differ from the
+unsliced computation by float rounding only). CuPy arrays go straight to infini: a GPU
+needs no help from CPU threads.
+
+    loss, grads = parallel.loss_and_grads(params, idx, targets, cfg, threads=2)
+"""
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import infini
+
+_pools = {}
+_blas = None
+
+
+def _pool(threads):
+    if threads not in _pools:
+        _pools[threads] = ThreadPoolExecutor(threads, thread_name_prefix="infini")
+    return _pools[threads]
+
+
+def _one_blas_thread():
+    """A context manager that holds BLAS to one thread (threadpoolctl), if it is installed."""
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _blas = ThreadpoolController()
+        except ImportError:
+            _blas = False
+    if _blas is False:
+        import contextlib
+        return contextlib.nullcontext()
+    return _blas.limit(limits=1, user_api="blas")
+
+
+def default_threads():
+    """The cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLAIN_ATTENTION):
+    """infini.loss_and_grads, with the batch split across threads (CPU arrays only)."""
+    threads = threads or default_threads()
+    B = idx.shape[0]
+    if threads <= 1 or B < 2 or infini.get_array_module(idx) is not infini.np:
+        return infini.loss_and_grads(params, idx, targets, cfg, attention=attention)
+    bounds = [(B * i) // threads for i in range(min(threads, B) + 1)]
+    slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
+    counts = [int((targets[s] != -1).sum()) for s in slices]
+    total = sum(counts)
+    if total == 0:
+        raise ValueError("targets are all -1: there is nothing to compute a loss on")
+    slices = [s for s, n in zip(slices, counts) if n > 0]   # a slice with no targets adds nothing
+    counts = [n for n in counts if n > 0]
+
+    def run(s):
+        return infini.loss_and_grads(params, idx[s], targets[s], cfg, attention=attention)
+
+    with _one_blas_thread():
+        results = list(_pool(len(slices)).map(run, slices))
+    loss = sum(n / total * r[0] for n, r in zip(counts, results))
+    grads = results[0][1]
+    w0 = counts[0] / total
+    for g in grads.values():
+        g *= w0
+    for n, (_, g_i) in zip(counts[1:], results[1:]):
+        for name, g in grads.items():
+            g += (n / total) * g_i[name]
+    return loss, grads
