@@ -42,8 +42,9 @@ def get_array_module(x):
 
 def scatter_add(a, indices, values):
     """a[indices] += values, adding repeated indices up (np.add.at / cupyx.scatter_add)."""
-    if get_array_module(a) is np:
-        np.add.at(a, indices, values)
+    xp = get_array_module(a)
+    if hasattr(xp.add, "at"):   # NumPy, and CuPy from version 12
+        xp.add.at(a, indices, values)
     else:
         import cupyx
         cupyx.scatter_add(a, indices, values)
