@@ -7,28 +7,9 @@ import numpy as np
 import pytest
 
 import infini
+from gradcheck import numerical_grad, randn, rel_error
 
 MODES = ["none", "linear", "delta"]
-
-
-def rel_error(a, b):
-    """||a - b|| / (||a|| + ||b||): 0 when equal, 1 when unrelated."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(a) + np.linalg.norm(b), 1e-300))
-
-
-def numerical_grad(f, x, h=1e-5):
-    """Centred finite differences of the scalar f() with respect to every entry of x (in place)."""
-    grad = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        fp = f()
-        x[i] = old - h
-        fm = f()
-        x[i] = old
-        grad[i] = (fp - fm) / (2 * h)
-    return grad
 
 
 def check_op(forward, backward, inputs, tol=1e-7, seed=0):
@@ -48,10 +29,6 @@ def check_op(forward, backward, inputs, tol=1e-7, seed=0):
     for i, (x, g) in enumerate(zip(inputs, grads)):
         err = rel_error(numerical_grad(f, x), g)
         assert err <= tol, f"{forward.__name__}: gradient of input {i} has rel_error {err:.2e}"
-
-
-def randn(*shape, seed=0, scale=1.0):
-    return np.random.default_rng(seed).normal(0.0, scale, shape)
 
 
 # -----------------------------------------------------------------------------

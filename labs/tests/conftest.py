@@ -1,4 +1,5 @@
-"""The lab checks import infini.py from the project they live in: two folders up."""
+"""The lab checks import infini.py from the project they live in, two folders up, and the
+gradient-check helpers from its tests/gradcheck.py."""
 import os
 import sys
 
@@ -8,3 +9,6 @@ if sys.path[:1] != [ROOT]:
 HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(1, HERE)  # labcheck.py
+TESTS = os.path.join(ROOT, "tests")
+if TESTS not in sys.path:
+    sys.path.insert(2, TESTS)  # gradcheck.py
