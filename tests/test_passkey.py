@@ -1,0 +1,227 @@
+"""
+Tests of passkey.py: the prompt (exact text, key depth, length), the scorer, the training
+batch, batched streaming generation, and tiny end-to-end runs (in-process and as a script).
+The fast ones take a few seconds; the full demo is marked slow.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import infini
+import passkey as pk
+
+ROOT = Path(__file__).resolve().parent.parent
+F = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+         "I will quiz you about the important information there.")
+TINY = ["--n_layer=1", "--n_head=2", "--d_model=16", "--segment_len=16",
+        "--max_iters=2", "--batch_size=2", "--n_end=1", "--long_iters=0", "--eval_samples=1", "--eval_depths=0.5"]
+
+
+# -----------------------------------------------------------------------------
+# the prompt
+
+
+def test_template_is_exact():
+    text = pk.make_prompt_parts(2, 1, 9054)
+    assert text == (INTRO + "\n" + F + " " + F + "\n"
+                    "The pass key is 9054. Remember it. 9054 is the pass key.\n" + F + "\n"
+                    "What is the pass key? The pass key is")
+    # no filler on one side: that line is left out, with its newline
+    assert pk.make_prompt_parts(0, 0, 7) == (INTRO + "\nThe pass key is 7. Remember it. 7 is the pass key.\n"
+                                             "What is the pass key? The pass key is")
+    assert all(ch in pk.STOI for ch in text)
+
+
+@pytest.mark.parametrize("key", [1, 9054, 50000])
+@pytest.mark.parametrize("length", [300, 1000, 4321, 100_000])
+def test_length_is_the_closest_without_exceeding(length, key):
+    prompt, answer = pk.make_prompt(length, 0.5, key)
+    assert answer == f" {key}."
+    assert len(prompt) <= length < len(prompt) + len(F) + 1    # one more repeat would not fit
+    n = prompt.count(F)
+    assert len(prompt) == len(pk.make_prompt_parts(0, 0, key)) + n * (len(F) + 1)
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
+def test_key_sits_at_the_asked_depth(depth):
+    prompt, _ = pk.make_prompt(5000, depth, 123)
+    lines = prompt.split("\n")
+    n = prompt.count(F)
+    x = lines[1].count(F) if lines[1].startswith(F) else 0
+    assert x == round(depth * n)
+    assert lines[0] == INTRO and lines[-1] == "What is the pass key? The pass key is"
+    assert "The pass key is 123. Remember it. 123 is the pass key." in lines
+    if depth == 0:
+        assert lines[1].startswith("The pass key is 123.")
+    if depth == 1:
+        assert lines[-2].startswith("The pass key is 123.")
+    # the prompts of every depth have the same length: they can be streamed together
+    assert len(prompt) == len(pk.make_prompt(5000, 0.0, 999)[0])
+
+
+def test_prompt_errors():
+    with pytest.raises(ValueError, match="key"):
+        pk.make_prompt(1000, 0.5, 0)
+    with pytest.raises(ValueError, match="key"):
+        pk.make_prompt(1000, 0.5, 50001)
+    with pytest.raises(ValueError, match="depth"):
+        pk.make_prompt(1000, 1.5, 5)
+    with pytest.raises(ValueError, match="at least"):
+        pk.make_prompt(100, 0.5, 5)
+
+
+def test_training_keys_are_in_range_and_the_loss_sits_on_the_answer():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        idx, targets, weights = pk.make_batch(rng, 4, 3, 1.0, 0.0)
+        for b in range(4):
+            text = pk.decode(idx[b][targets[b] != -1]) + pk.decode(targets[b][targets[b] != -1][-1:])
+            key = int(text.split("The pass key is ")[1].split(".")[0])
+            assert pk.KEY_MIN <= key <= pk.KEY_MAX
+            assert text.endswith(f"What is the pass key? The pass key is {key}.")
+            # weighted targets: the key's second occurrence (after ". Remember it. ") with the space
+            # that ends it, and the answer
+            assert pk.decode(targets[b][weights[b] > 0]) == f"{key}  {key}."
+
+
+# -----------------------------------------------------------------------------
+# the scorer
+
+
+@pytest.mark.parametrize("text, key, ok", [
+    (" 9054.", 9054, True), ("9054", 9054, True), (" 9054 is", 9054, True), (" 9054.\nW", 9054, True),
+    (" 905.", 9054, False), (" 90544", 9054, False), (" 09054", 9054, True), (" key.", 9054, False),
+    ("", 9054, False), (" 9O54", 9054, False)])
+def test_exact_match(text, key, ok):
+    assert pk.is_correct(text, key) is ok
+
+
+def test_parse_and_digit_accuracy():
+    assert pk.parse_answer(" 9054.") == 9054 and pk.parse_answer(" key.") is None
+    assert pk.digit_accuracy(" 9051.", 9054) == 0.75 and pk.digit_accuracy(" 9054.", 9054) == 1.0
+
+
+# -----------------------------------------------------------------------------
+# batched streaming generation and the weighted loss
+
+
+@pytest.mark.parametrize("memory", ["none", "delta"])
+def test_batched_generation_equals_one_at_a_time(memory):
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16, memory=memory)
+    params = infini.init_params(cfg, seed=3)
+    params["wte"] *= 50  # a random model with confident, varied predictions
+    prompts = [pk.make_prompt(600, d, k)[0] for d, k in [(0.0, 11111), (1.0, 22222), (0.5, 31337)]]
+    together = pk.generate_batch(params, cfg, prompts, chunk=100)
+    alone = [pk.generate_batch(params, cfg, [p], chunk=37)[0] for p in prompts]
+    assert together == alone and all(len(t) == pk.MAX_NEW for t in together)
+    # the streamed logits are the full forward's
+    ids = pk.encode(prompts[0])[None, :]
+    full = infini.forward(params, ids, cfg)[0, -1]
+    assert pk.decode([int(full.argmax())]) == together[0][0]
+
+
+def test_weighted_loss_gradient():
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=64, memory="delta")
+    params = infini.init_params(cfg, seed=1, dtype=np.float64)
+    idx, targets, weights = pk.make_batch(np.random.default_rng(1), 2, 0, 1.0, 0.1)
+    loss, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    # all weights equal: the plain mean of infini.loss_and_grads
+    loss1, grads1, _ = pk.weighted_loss_and_grads(params, idx, targets, (targets != -1).astype(float), cfg)
+    loss2, grads2 = infini.loss_and_grads(params, idx, targets, cfg)
+    assert abs(loss1 - loss2) < 1e-10 and np.allclose(grads1["h.0.wq"], grads2["h.0.wq"])
+    # a finite-difference check of one weight
+    h = 1e-5
+    for name, i in [("h.0.wk", (3, 5)), ("wte", (pk.STOI["5"], 2))]:
+        p = {k: v.copy() for k, v in params.items()}
+        p[name][i] += h
+        up = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        p[name][i] -= 2 * h
+        down = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        assert abs((up - down) / (2 * h) - grads[name][i]) < 1e-6 * max(1.0, abs(grads[name][i]))
+
+
+# -----------------------------------------------------------------------------
+# end to end
+
+
+def tiny_settings(tmp_path, **overrides):
+    c = dict(pk.DEFAULTS)
+    for arg in TINY:
+        key, value = arg[2:].split("=")
+        c[key] = type(c[key])(value) if not isinstance(c[key], str) else value
+    c.update({"out_dir": str(tmp_path), "init_from": "scratch", "memory": "delta", "eval_lengths": "300,700",
+              **overrides})
+    return c
+
+
+def test_tiny_run_writes_results(tmp_path, capsys):
+    assert pk.main(tiny_settings(tmp_path)) == 0
+    out = json.loads((tmp_path / "delta" / "results.json").read_text())
+    assert out["memory"] == "delta" and out["train_len"] == len(pk.make_prompt_parts(1, 0, pk.KEY_MAX))
+    assert set(out["results"]) == {"300", "700"}
+    for cell in out["results"].values():
+        assert set(cell) == {"start", "middle", "end"} and all(0 <= v <= 100 for v in cell.values())
+    assert (tmp_path / "delta" / "heatmap.png").stat().st_size > 1000
+    assert (tmp_path / "delta" / "ckpt.npz").exists()
+    printed = capsys.readouterr().out
+    assert "| memory | 300 | 700 |" in printed and "| delta |" in printed
+
+
+def test_resume_evaluates_without_training(tmp_path, capsys):
+    assert pk.main(tiny_settings(tmp_path)) == 0
+    before = (tmp_path / "delta" / "ckpt.npz").read_bytes()
+    capsys.readouterr()
+    assert pk.main(tiny_settings(tmp_path, init_from="resume", eval_lengths="400")) == 0
+    assert (tmp_path / "delta" / "ckpt.npz").read_bytes() == before        # no step was taken
+    assert set(json.loads((tmp_path / "delta" / "results.json").read_text())["results"]) == {"400"}
+    assert "train" not in capsys.readouterr().err.split("eval")[0]
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "passkey.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_script_starts_and_finishes(tmp_path):
+    r = run("--train", "--memory=linear", f"--out_dir={tmp_path}", "--eval_lengths=300", *TINY)
+    assert r.returncode == 0, r.stderr
+    assert "| linear |" in r.stdout
+    assert json.loads((tmp_path / "linear" / "results.json").read_text())["memory"] == "linear"
+
+
+def test_bad_setting_is_one_line():
+    r = run("--memory=lstm")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--memory" in r.stderr
+    r = run("--eval_lengths=100")
+    assert r.returncode == 2 and "eval_lengths" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="issue 5's goal, not reached yet: the shipped delta model scores "
+                          "0-10% at 4x its training length and beyond", strict=False)
+def test_full_demo(tmp_path):
+    """python passkey.py: the shipped models, evaluated up to 32x their training length; the
+    goal is >= 90% exact match at start, middle and end there."""
+    r = subprocess.run([sys.executable, "passkey.py", f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=900)
+    assert r.returncode == 0, r.stderr
+    delta = json.loads((tmp_path / "delta" / "results.json").read_text())
+    longest = max(delta["results"], key=int)
+    assert int(longest) >= 32 * delta["train_len"]
+    print(r.stdout)
+    assert min(delta["results"][longest].values()) >= 90, delta["results"]
+
+
+@pytest.mark.skipif(not (ROOT / "passkey_ckpt" / "delta.npz").exists(), reason="no shipped delta model")
+def test_shipped_delta_model_finds_keys_at_its_training_length():
+    params, cfg, meta = pk.load_model(str(ROOT / "passkey_ckpt" / "delta.npz"))
+    assert cfg.memory == "delta" and infini.num_params(params) < 1_000_000
+    res = pk.evaluate(params, cfg, [meta["train_len"]], [0.0, 0.5, 1.0], 6, seed=0)[meta["train_len"]]
+    exact = np.mean([r["exact"] for r in res.values()])
+    assert exact >= 60, res
