@@ -33,7 +33,7 @@ def _pool(threads):
     return _pools[threads]
 
 
-def _one_blas_thread():
+def one_blas_thread():
     """A context manager that holds BLAS to one thread (threadpoolctl), if it is installed."""
     global _blas
     if _blas is None:
@@ -74,7 +74,7 @@ def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLA
     def run(s):
         return infini.loss_and_grads(params, idx[s], targets[s], cfg, attention=attention)
 
-    with _one_blas_thread():
+    with one_blas_thread():
         results = list(_pool(len(slices)).map(run, slices))
     loss = sum(n / total * r[0] for n, r in zip(counts, results))
     grads = results[0][1]
