@@ -375,7 +375,8 @@ def train_model(c, mode, folder):
 
     def save():
         meta = {"config": c, "model": {**vars(cfg)}, "step": step, "rng": rng.bit_generator.state,
-                "train_len": train_len(c), "vocab": "".join(CHARS)}
+                "train_len": train_len(c), "vocab": "".join(CHARS),
+                "tokenizer": {"kind": "char", "itos": list(CHARS)}}  # what sample.py reads
         checkpoint.save_checkpoint(ckpt_path, params, opt, meta)
 
     print(f"[{mode}] {infini.num_params(params):,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "

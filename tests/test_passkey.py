@@ -225,3 +225,13 @@ def test_shipped_delta_model_finds_keys_at_its_training_length():
     res = pk.evaluate(params, cfg, [meta["train_len"]], [0.0, 0.5, 1.0], 6, seed=0)[meta["train_len"]]
     exact = np.mean([r["exact"] for r in res.values()])
     assert exact >= 60, res
+
+
+@pytest.mark.skipif(not (ROOT / "passkey_ckpt" / "delta.npz").exists(), reason="no shipped delta model")
+def test_sample_py_loads_the_passkey_model():
+    """Anyone can type their own prompt: sample.py reads the shipped passkey checkpoints."""
+    import sample
+    params, cfg, tok = sample.load_model(str(ROOT / "passkey_ckpt" / "delta.npz"))
+    assert cfg.memory == "delta"
+    text, answer = pk.make_prompt(600, 0.5, 4321)
+    assert tok.decode(tok.encode(text + answer)) == text + answer
