@@ -263,7 +263,9 @@ def rope_forward(x, pos, base=10000.0):
     angle = xp.asarray(pos, dtype=np.float64)[:, None] * inv_freq[None, :]  # (n,D/2)
     cos, sin = xp.cos(angle).astype(x.dtype), xp.sin(angle).astype(x.dtype)
     x1, x2 = x[..., : D // 2], x[..., D // 2:]
-    out = xp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+    out = xp.empty_like(x)
+    out[..., : D // 2] = x1 * cos - x2 * sin
+    out[..., D // 2:] = x1 * sin + x2 * cos
     return out, (cos, sin)
 
 
@@ -274,7 +276,10 @@ def rope_backward(dout, cache):
     xp = get_array_module(dout)
     D = dout.shape[-1]
     d1, d2 = dout[..., : D // 2], dout[..., D // 2:]
-    return xp.concatenate([d1 * cos + d2 * sin, -d1 * sin + d2 * cos], axis=-1)
+    dx = xp.empty_like(dout)
+    dx[..., : D // 2] = d1 * cos + d2 * sin
+    dx[..., D // 2:] = d2 * cos - d1 * sin
+    return dx
     # LAB 2 END
 
 
@@ -307,8 +312,8 @@ def causal_attention_forward(q, k, v, q_start=0):
     att = (q @ k.transpose(0, 1, 3, 2)) * scale                            # (B,H,nq,nk)
     future = xp.arange(nk)[None, :] > (q_start + xp.arange(nq))[:, None]   # (nq,nk)
     att = xp.where(future, -xp.inf, att)
-    att = att - att.max(axis=-1, keepdims=True)
-    p = xp.exp(att)
+    att -= att.max(axis=-1, keepdims=True)
+    p = xp.exp(att, out=att)                                               # in place: att is done
     p /= p.sum(axis=-1, keepdims=True)                                     # (B,H,nq,nk)
     return p @ v, (q, k, v, p, scale)
     # LAB 2 END
@@ -320,9 +325,11 @@ def causal_attention_backward(dout, cache):
     # LAB 2 BEGIN causal_attention_backward
     dv = p.transpose(0, 1, 3, 2) @ dout                                    # (B,H,nk,D)
     dp = dout @ v.transpose(0, 1, 3, 2)                                    # (B,H,nq,nk)
-    datt = p * (dp - (dp * p).sum(axis=-1, keepdims=True))                 # softmax backward
-    dq = (datt @ k) * scale
-    dk = (datt.transpose(0, 1, 3, 2) @ q) * scale
+    datt = dp - (dp * p).sum(axis=-1, keepdims=True)                       # softmax backward:
+    datt *= p                                                              # p (dp - sum(dp p))
+    datt *= scale
+    dq = datt @ k
+    dk = datt.transpose(0, 1, 3, 2) @ q
     return dq, dk, dv
     # LAB 2 END
 
