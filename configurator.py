@@ -43,7 +43,8 @@ def typed(key, value, default):
     if want is float and type(value) is int:
         return float(value)
     if type(value) is not want:  # type(), not isinstance(): True is not an int here
-        raise ValueError(f"--{key} takes a {want.__name__} (like {default!r}), got {value!r}")
+        article = "an" if want.__name__[0] in "aeiou" else "a"
+        raise ValueError(f"--{key} takes {article} {want.__name__} (like {default!r}), got {value!r}")
     return value
 
 
