@@ -9,7 +9,9 @@ bench.py: how fast is infini.py? Training steps and streaming inference, measure
 A training step is what train.py does: forward, backward, gradient clipping, AdamW. On the
 CPU we time it twice: the whole batch in one call (NumPy's BLAS uses every core for the
 matmuls, the element-wise work runs on one), and the batch split across one thread per core
-(kernels/parallel.py, BLAS held to one thread each); train.py uses the split. Ours and
+(kernels/parallel.py, BLAS held to one thread each); train.py uses the split. Like
+train.py, bench.py first asks malloc to keep freed memory for reuse (--malloc=default to
+compare without: it changes PyTorch's allocations in this process too). Ours and
 PyTorch's take turns (see time_steps) so that both see the same machine load, and we
 report the median step.
 
@@ -224,6 +226,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=parallel.default_threads(),
                     help="CPU threads: for our batch split (kernels/parallel.py) and for torch")
+    ap.add_argument("--malloc", default="keep", choices=["keep", "default"],
+                    help="keep: freed memory is reused (kernels/parallel.py keep_freed_memory, "
+                         "as train.py does); default: glibc's own settings. Applies to torch too")
     ap.add_argument("--stream", action="store_true", help="measure streaming inference instead")
     ap.add_argument("--stream_tokens", type=int, default=1_000_000)
     args = ap.parse_args(argv)
@@ -237,6 +242,8 @@ def main(argv=None):
     except (ValueError, ImportError) as e:
         print(f"bench.py: {e}", file=sys.stderr)
         return 2
+    if args.malloc == "keep":
+        print(f"malloc: freed memory kept for reuse: {parallel.keep_freed_memory()}")
     if args.stream:
         bench_streaming(args, xp)
     else:

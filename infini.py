@@ -552,28 +552,31 @@ def mlp_backward(dout, cache):
     return dh, dw1, dw2
 
 
-def cross_entropy_forward(logits, targets):
+def cross_entropy_forward(logits, targets, weights=None):
     # logits (B,T,V), targets (B,T) with -1 meaning "no loss here". -> mean loss (scalar array)
+    # weights (B,T), optional: the loss is then sum(w * ce) / sum(w) over the targets != -1
     xp = get_array_module(logits)
     V = logits.shape[-1]
     logits2 = logits.reshape(-1, V)                                        # (BT,V)
     t = targets.reshape(-1)
-    valid = t != -1
-    n = int(valid.sum())
+    w = (t != -1).astype(logits.dtype)                                     # (BT,) 1 or 0
+    if weights is not None:
+        w *= weights.reshape(-1)
+    n = float(w.sum())
     z = logits2 - logits2.max(axis=-1, keepdims=True)
     logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))               # log-softmax
-    tsafe = xp.where(valid, t, 0)
+    tsafe = xp.where(t != -1, t, 0)
     picked = logp[xp.arange(t.shape[0]), tsafe]                            # (BT,)
-    loss = -(picked * valid).sum() / n
-    return loss, (logp, tsafe, valid, n, logits.shape)
+    loss = -(picked * w).sum() / n
+    return loss, (logp, tsafe, w, n, logits.shape)
 
 
 def cross_entropy_backward(dloss, cache):
-    logp, tsafe, valid, n, shape = cache
+    logp, tsafe, w, n, shape = cache
     xp = get_array_module(logp)
     dlogits = xp.exp(logp)                                                 # softmax
     dlogits[xp.arange(tsafe.shape[0]), tsafe] -= 1.0
-    dlogits *= (valid[:, None] * (dloss / n)).astype(logp.dtype)
+    dlogits *= (w[:, None] * (dloss / n)).astype(logp.dtype)
     return dlogits.reshape(shape)
 
 
@@ -671,7 +674,7 @@ def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
 def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
     """Mean cross-entropy over targets != -1, and its gradient for every parameter.
 
-    attention: see model_forward; kernels.fast.ATTENTION is the faster pair train.py uses.
+    attention: see model_forward (kernels.fast.ATTENTION is a batched pair checked against it).
     """
     check_params(params, cfg)
     check_tokens(idx, cfg)

@@ -16,11 +16,12 @@ trained from scratch on short prompts, then asked for keys hidden in prompts up 
 characters long, read through the streaming state (memory bounded whatever the length).
 
     python passkey.py                       # the shipped models (passkey_ckpt/), 3 memories: the table
-    python passkey.py --train               # train the three from scratch (~13-16 min each on 2 CPU cores;
-                                            #   the shipped none.npz had --max_iters=600 --curriculum_iters=300
-                                            #   --long_iters=100: local attention alone cannot reach the key)
+    python passkey.py --train               # train the three from scratch (delta and linear ~20 min each
+                                            #   on 2 CPU cores; the shipped none.npz had --max_iters=600
+                                            #   --curriculum_iters=300 --long_iters=100: local attention
+                                            #   alone cannot reach the key)
     python passkey.py --train --memory=delta --out_dir=out-mine
-    python passkey.py --init_from=resume --memory=delta --eval_lengths=2405,1000000 --eval_depths=0,0.5,1
+    python passkey.py --init_from=resume --memory=delta --eval_lengths=1325,1000000 --eval_depths=0,0.5,1
 
 Outputs go to out_dir/<memory>/: results.json (exact match % per length and depth, and the
 per-digit accuracy), heatmap.png (depth x length), and for a training run ckpt.npz (resumable
@@ -29,14 +30,27 @@ with --init_from=resume), model.npz (the weights alone) and log.jsonl.
 What makes it train (each found by trying; see the settings below):
 - the loss sits on the answer " 9054." and on the key's second occurrence in its own line
   ("Remember it. 9054 is"), at weight 1; every other character has weight 0.02;
-- the gates are fixed at sigmoid(1) = 0.73 (beta_init = 1, beta_lr_mult = 0): with learned
-  gates the last layer closes its memory (g -> 0.01) before retrieval is learned, and the
-  model settles for a bag of digits read by the first layer's memory;
-- a curriculum over length: 0 filler repeats at first, up to 8 after 2000 steps, then up
-  to 24 (2,405 characters, 75 segments of 32) for the last 500 steps.
+- the gates are fixed (beta_lr_mult = 0): with learned gates the last layer closes its
+  memory (g -> 0.01) before retrieval is learned, and the model settles for a bag of digits
+  read by the first layer's memory;
+- a curriculum over length: 0 filler repeats at first, up to 8 after 1500 steps, then up
+  to 12 (1,325 characters, 42 segments of 32) for the last 5500 steps.
+What makes it reach further than the training length:
+- fewer filler writes into the memory. The read is sigma(q) M / sigma(q) z, and every
+  filler character adds to z (and, less, to M), so the key's share of the read falls as the
+  filler grows: a head that reads 45% key at the training length reads 5% at 32x. The
+  loss at the training length barely asks for more, so memory_key_penalty (key_penalty =
+  0.02) pushes every key below -8, where sigma(k) = e^k is tiny, unless the loss needs it;
+- the first layer's memory closed (memory_layers = 1): its reads change with the
+  length for every character, so the second layer's queries and keys drift; with it closed
+  they depend on the local text only.
+What still fails: 4-digit keys at some lengths (the question's last characters open a
+segment, so the answer's local attention sees only "s" or " is" and the model must tell
+from memory that a question was asked), and at 32x digits in the wrong order.
 Evaluation streams all prompts of one length with the same number of key digits together
 (equal lengths whatever the depth), segment by segment, then decodes greedily.
 """
+import itertools
 import json
 import math
 import os
@@ -50,6 +64,7 @@ from tqdm import tqdm
 import checkpoint
 import configurator
 import infini
+from kernels import parallel
 
 # settings: plain variables, overridden by a config file or --key=value (configurator.py)
 
@@ -66,24 +81,28 @@ n_head = 4
 d_model = 64
 segment_len = 32           # N: short segments, so a prompt of a few hundred characters spans many
 # training: short prompts; the answer (and the key's second occurrence) carries the loss
-max_iters = 3500
+max_iters = 7000
 batch_size = 16
 learning_rate = 1e-2       # a tiny model: a high rate, decayed (cosine) to min_lr at max_iters
-min_lr = 3e-4
+min_lr = 1e-3
 warmup_iters = 50
 weight_decay = 0.0
 grad_clip = 1.0
 beta_init = 1.0            # gate logits start at sigmoid(1) = 0.73: mostly memory, in every layer
 beta_lr_mult = 0.0         # and stay there: learned gates close the memory of the last layer
                            #   before it has learned to retrieve (its reads start as noise)
+memory_layers = 1          # only the last memory_layers layers read their memory (gate logit beta_init);
+                           #   the layers before have it closed (gate logit -20: sigmoid(-20) = 2e-9)
 n_start = 0                # curriculum: a batch's prompts have n filler repeats, n drawn in 0..n_max,
 n_end = 8                  #   n_max growing from n_start to n_end over the first curriculum_iters steps
-curriculum_iters = 2000
-long_iters = 500           # then the last long_iters steps: n_max grows on to n_long,
-n_long = 24                #   long_batch_size prompts per batch
-long_batch_size = 8
+curriculum_iters = 1500
+long_iters = 5500          # then the last long_iters steps: n_max grows on to n_long,
+n_long = 12                #   long_batch_size prompts per batch
+long_batch_size = 16
 answer_weight = 1.0        # loss weight of each answer character (and of the key's second occurrence)
 lm_weight = 0.02           # loss weight of every other character
+key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
+key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_key_penalty
 # evaluation
 eval_lengths = ""          # comma-separated prompt lengths in characters; "": 1x to 32x the longest training prompt
 eval_depths = "0,0.25,0.5,0.75,1"  # key depths: 0 start, 0.5 middle, 1 end
@@ -94,6 +113,7 @@ seed = 1337
 DEFAULTS = configurator.defaults(globals())
 MODES = ("none", "linear", "delta")
 ROOT = os.path.dirname(os.path.abspath(__file__))
+CLOSED_GATE = -20.0  # the gate logit of a layer whose memory is closed: sigmoid(-20) = 2e-9
 SHIPPED = os.path.join(ROOT, "passkey_ckpt")  # the small trained checkpoints: <memory>.npz
 
 # -----------------------------------------------------------------------------
@@ -146,24 +166,42 @@ def make_prompt(length, depth, key):
         raise ValueError(f"the key must be in {KEY_MIN}..{KEY_MAX}, got {key}")
     if not 0.0 <= depth <= 1.0:
         raise ValueError(f"the depth must be in [0, 1], got {depth}")
+    x, y = prompt_counts(length, depth, key)
+    return make_prompt_parts(x, y, key), f" {key}."
+
+
+def prompt_counts(length, depth, key):
+    """(x, y): the filler repeats before and after the key line (see make_prompt)."""
     n = filler_counts(length, key)
     if n is None:
         raise ValueError(f"a prompt with key {key} needs at least "
                          f"{len(make_prompt_parts(0, 0, key))} characters, asked for {length}")
     x = int(round(depth * n))
-    return make_prompt_parts(x, n - x, key), f" {key}."
+    return x, n - x
 
 
 def make_prompt_parts(x, y, key):
     """The prompt with x filler repeats before the key line and y after it."""
-    parts = [INTRO]
-    if x:
-        parts.append(" ".join([FILLER] * x))
-    parts.append(KEY_LINE.format(key=key))
-    if y:
-        parts.append(" ".join([FILLER] * y))
-    parts.append(QUESTION)
-    return "\n".join(parts)
+    return "".join(prompt_pieces(x, y, key))
+
+
+def prompt_pieces(x, y, key):
+    """The same prompt as make_prompt_parts, in pieces of at most one sentence: a 1M-character
+    prompt can be streamed without ever being held in memory whole."""
+    def filler(n):                          # n repeats on one line, after a newline
+        for i in range(n):
+            yield (" " if i else "\n") + FILLER
+    yield INTRO
+    yield from filler(x)
+    yield "\n" + KEY_LINE.format(key=key)
+    yield from filler(y)
+    yield "\n" + QUESTION
+
+
+def prompt_length(x, y, key):
+    """len(make_prompt_parts(x, y, key)), without building it."""
+    blocks = sum(n * (len(FILLER) + 1) for n in (x, y))                    # each repeat and its separator
+    return len(INTRO) + 1 + len(KEY_LINE.format(key=key)) + 1 + len(QUESTION) + blocks
 
 
 def parse_answer(text):
@@ -214,7 +252,7 @@ def make_batch(rng, batch_size, n_max, ans_weight, lm_weight):
     return idx, targets, weights
 
 
-def weighted_loss_and_grads(params, idx, targets, weights, cfg):
+def weighted_loss_and_grads(params, idx, targets, weights, cfg, attention=infini.PLAIN_ATTENTION):
     """Cross-entropy averaged with per-token weights, its gradients, and the answer's
     per-character accuracy (teacher forced) where weights are largest.
 
@@ -222,21 +260,37 @@ def weighted_loss_and_grads(params, idx, targets, weights, cfg):
     few answer characters can count more than the long filler around them.
     """
     xp = infini.get_array_module(params["wte"])
-    logits, cache = infini.model_forward(params, idx, cfg)                 # (B,T,V)
-    V = logits.shape[-1]
-    z = logits - logits.max(axis=-1, keepdims=True)
-    logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))               # (B,T,V)
-    tsafe = xp.where(targets >= 0, targets, 0)
-    picked = xp.take_along_axis(logp, tsafe[..., None], axis=-1)[..., 0]   # (B,T)
-    wsum = float(weights.sum())
-    loss = float(-(picked * weights).sum() / wsum)
-    dlogits = xp.exp(logp)
-    dlogits -= (xp.arange(V) == tsafe[..., None])                          # softmax - onehot
-    dlogits *= (weights / wsum)[..., None]
-    grads = infini.model_backward(dlogits.astype(logits.dtype), cache, cfg)
+    logits, cache = infini.model_forward(params, idx, cfg, attention)      # (B,T,V)
+    loss, c_ce = infini.cross_entropy_forward(logits, targets, xp.asarray(weights))
+    grads = infini.model_backward(infini.cross_entropy_backward(1.0, c_ce), cache, cfg)
     ans = weights >= weights.max()
-    correct = (logits.argmax(axis=-1) == targets) & ans
-    return loss, grads, float(correct.sum() / ans.sum())
+    correct = (infini.to_numpy(logits.argmax(axis=-1)) == infini.to_numpy(targets)) & ans
+    return float(loss), grads, float(correct.sum() / ans.sum())
+
+
+def memory_key_penalty(strength, margin):
+    """The Infini-attention layer with a penalty on memory writes, as an attention pair.
+
+    Adds strength * mean(relu(k + margin)) over the keys k = h @ wk of each layer to the
+    loss (its gradient only; the value is not reported). A filler token whose key sits below
+    -margin writes almost nothing into z and M: sigma(k) = e^k. At 32x the training length
+    the filler outnumbers the key line 32x more than in training, so its writes must be
+    that much smaller than the training loss alone asks for; the penalty pushes every key
+    that the loss does not need down by margin.
+    """
+    def forward(h, p, l, cfg):
+        return infini.attention_forward(h, p, l, cfg)
+
+    def backward(dout, cache, cfg):
+        dh, dwq, dwk, dwv, dwo, dbeta = infini.attention_backward(dout, cache, cfg)
+        if cfg.memory != "none":
+            h, wk = cache[1]                                               # c_k of k = h @ wk
+            k = h @ wk                                                     # (B,T,C)
+            dk = (k > -margin).astype(k.dtype) * (strength / k.size)
+            dwk = dwk + h.reshape(-1, h.shape[-1]).T @ dk.reshape(-1, dk.shape[-1])
+            dh = dh + dk @ wk.T
+        return dh, dwq, dwk, dwv, dwo, dbeta
+    return forward, backward
 
 
 # -----------------------------------------------------------------------------
@@ -245,24 +299,38 @@ def weighted_loss_and_grads(params, idx, targets, weights, cfg):
 MAX_NEW = 7  # " " + 5 digits + one more: a key with a digit too many is seen and counted wrong
 
 
-def generate_batch(params, cfg, prompts, chunk=2048, max_new=MAX_NEW):
+def text_chunks(pieces, size):
+    """Cut a stream of text pieces into chunks of `size` characters (the last may be shorter)."""
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        while len(buf) >= size:
+            yield buf[:size]
+            buf = buf[size:]
+    if buf:
+        yield buf
+
+
+def generate_batch(params, cfg, prompts, chunk=512, max_new=MAX_NEW):
     """Greedy continuations of equally long prompts, all streamed at once in one state.
 
-    prompts: list of B strings of the same length. The prompt is fed in chunks of `chunk`
-    characters (forward_stream cuts them at segment boundaries), then max_new characters
-    are generated one at a time. Returns B strings.
+    prompts: list of B prompts of the same length, each a string or an iterable of text
+    pieces (prompt_pieces), so that no prompt is ever held whole. They are fed in chunks of
+    `chunk` characters (forward_stream cuts them at segment boundaries), then max_new
+    characters are generated one at a time. Returns B strings.
     """
     xp = infini.get_array_module(params["wte"])
-    B, T = len(prompts), len(prompts[0])
-    assert all(len(p) == T for p in prompts), "a streamed batch needs prompts of one length"
+    B = len(prompts)
     table = np.zeros(256, dtype=np.uint8)
     for ch, i in STOI.items():
         table[ord(ch)] = i
-    ids = table[np.frombuffer("".join(prompts).encode("ascii"), dtype=np.uint8)].reshape(B, T)
     state = infini.init_state(params, cfg, B)
-    for t0 in range(0, T, chunk):
-        logits, state = infini.forward_stream(params, xp.asarray(ids[:, t0:t0 + chunk].astype(np.int64)),
-                                              state, cfg)
+    streams = [text_chunks([p] if isinstance(p, str) else p, chunk) for p in prompts]
+    for pieces in itertools.zip_longest(*streams, fillvalue=""):          # one chunk of every prompt
+        if any(len(s) != len(pieces[0]) for s in pieces):
+            raise ValueError("a streamed batch needs prompts of one length")
+        ids = table[np.frombuffer("".join(pieces).encode("ascii"), dtype=np.uint8)].reshape(B, -1)
+        logits, state = infini.forward_stream(params, xp.asarray(ids.astype(np.int64)), state, cfg)
     out = []
     for _ in range(max_new):
         nxt = logits[:, -1].argmax(axis=-1)                                # (B,) greedy
@@ -278,7 +346,7 @@ def digit_accuracy(text, key):
     return sum(a == b for a, b in zip(got, want)) / len(want)
 
 
-def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, chunk=2048, progress=None):
+def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, chunk=512, progress=None):
     """Exact-match accuracy (%) and per-digit accuracy (%) for every length and depth.
 
     Each (length, depth) gets n_per_depth random keys drawn from seed and the length. The
@@ -300,14 +368,15 @@ def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, c
         for nd, group in groups.items():
             for b0 in range(0, len(group), batch_size):
                 batch = group[b0:b0 + batch_size]
-                prompts = [make_prompt(length, depths[di], k)[0] for di, k in batch]
+                counts = [prompt_counts(length, depths[di], k) + (k,) for di, k in batch]
+                prompts = [prompt_pieces(*xyk) for xyk in counts]         # streamed, never built whole
                 for (di, k), text in zip(batch, generate_batch(params, cfg, prompts, chunk)):
                     hits[di].append(is_correct(text, k))
                     digits[di].append(digit_accuracy(text, k))
                     if len(samples[di]) < 3:
                         samples[di].append(f"{k} -> {text!r}")
                 if progress is not None:
-                    progress(len(batch) * (len(prompts[0]) + MAX_NEW))
+                    progress(len(batch) * (prompt_length(*counts[0]) + MAX_NEW))
         results[length] = {depths[di]: {"exact": 100.0 * float(np.mean(hits[di])),
                                         "digits": 100.0 * float(np.mean(digits[di])),
                                         "samples": samples[di]} for di in range(len(depths))}
@@ -367,6 +436,9 @@ def train_model(c, mode, folder):
         rng.bit_generator.state = meta["rng"]
     else:
         params = infini.init_params(model_config(c, mode), seed=c["seed"])
+        for l in range(c["n_layer"] - c["memory_layers"]):
+            if f"h.{l}.beta" in params:                                    # (none has no gates)
+                params[f"h.{l}.beta"][:] = CLOSED_GATE
         opt = infini.adamw_init(params)
         step, rng = 0, np.random.default_rng(c["seed"])
         if os.path.exists(log_path):
@@ -384,6 +456,9 @@ def train_model(c, mode, folder):
     if step >= c["max_iters"]:
         print(f"[{mode}] {ckpt_path} finished its {step} steps: evaluating it")
         return params, cfg, {"train_len": train_len(c), "step": step}
+    attention = infini.PLAIN_ATTENTION
+    if c["key_penalty"] > 0:
+        attention = memory_key_penalty(c["key_penalty"], c["key_margin"])
     losses, accs = [], []
     bar = tqdm(total=c["max_iters"], initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
     with bar:
@@ -391,7 +466,7 @@ def train_model(c, mode, folder):
             lr = get_lr(step, c)
             idx, targets, weights = make_batch(rng, batch_size_at(step, c), n_max_at(step, c),
                                                c["answer_weight"], c["lm_weight"])
-            loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg)
+            loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg, attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 raise FloatingPointError(f"the loss is {loss} at step {step}: try a lower --learning_rate")
@@ -521,12 +596,12 @@ def run_mode(c, mode):
 
 def validate(c):
     for key in ("n_layer", "n_head", "d_model", "segment_len", "batch_size", "long_batch_size", "eval_samples",
-                "eval_batch_size"):
+                "eval_batch_size", "memory_layers"):
         if c[key] < 1:
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
-                "lm_weight", "seed"):
+                "lm_weight", "key_penalty", "key_margin", "seed"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["answer_weight"] == 0:
@@ -545,6 +620,7 @@ def validate(c):
 
 
 def main(c):
+    parallel.keep_freed_memory()  # large temporaries reuse freed memory (kernels/parallel.py)
     if c["train"]:
         c["init_from"] = "scratch"
     modes = MODES if c["memory"] == "all" else (c["memory"],)

@@ -416,6 +416,7 @@ def train(config=None):
 def main(config):
     """The command line around train(): one-line errors, exit status 0 / 1 / 2 / 130."""
     t0 = time.time()
+    parallel.keep_freed_memory()  # large temporaries reuse freed memory (kernels/parallel.py)
     try:
         result = train(config)
     except TrainingDiverged as e:

@@ -141,6 +141,22 @@ def test_infini_segment_backward(memory):
 # the attention layer and the whole model: BPTT across several segments
 
 
+def test_cross_entropy_weights():
+    """sum(w * ce) / sum(w) over the targets != -1, and its gradient."""
+    logits = randn(2, 4, 6, seed=1)
+    targets = np.array([[1, -1, 5, 0], [-1, -1, 2, 3]])
+    weights = np.array([[2.0, 9.0, 0.5, 0.0], [1.0, 1.0, 3.0, 1.0]])
+    loss, cache = infini.cross_entropy_forward(logits, targets, weights)
+    dlogits = infini.cross_entropy_backward(1.0, cache)
+    num = numerical_grad(lambda: float(infini.cross_entropy_forward(logits, targets, weights)[0]), logits)
+    assert rel_error(num, dlogits) <= 1e-7
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -(2.0 * logp[0, 0, 1] + 0.5 * logp[0, 2, 5] + 3.0 * logp[1, 2, 2] + logp[1, 3, 3]) / 6.5
+    assert abs(float(loss) - expected) < 1e-12
+    ones = infini.cross_entropy_forward(logits, targets, np.ones((2, 4)))[0]
+    assert abs(float(ones) - float(infini.cross_entropy_forward(logits, targets)[0])) < 1e-12
+
+
 def tiny_config(memory, **kw):
     args = dict(vocab_size=11, n_layer=2, n_head=2, d_model=8, segment_len=4, memory=memory)
     args.update(kw)

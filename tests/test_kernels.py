@@ -1,6 +1,8 @@
 """kernels/: the fast layer against the plain one in infini.py and finite differences;
 the data-parallel threads against one batch."""
 
+import platform
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,16 @@ def test_parallel_slices_equal_one_batch(threads):
     assert abs(loss - loss_p) <= 1e-12
     for name in grads:
         assert rel_error(grads[name], grads_p[name]) <= 1e-12, name
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_keep_freed_memory_on_glibc():
+    """train.py's malloc setting takes (on glibc), and results do not depend on it."""
+    from kernels import parallel
+    cfg = infini.Config(vocab_size=11, n_layer=1, n_head=2, d_model=8, segment_len=4, memory="delta")
+    params = infini.init_params(cfg, seed=0)
+    idx = np.random.default_rng(0).integers(0, 11, size=(2, 9))
+    before = infini.loss_and_grads(params, idx, idx, cfg)
+    assert parallel.keep_freed_memory() is True
+    after = infini.loss_and_grads(params, idx, idx, cfg)
+    assert before[0] == after[0] and all(np.array_equal(before[1][k], after[1][k]) for k in params)

@@ -126,6 +126,25 @@ def test_batched_generation_equals_one_at_a_time(memory):
     assert pk.decode([int(full.argmax())]) == together[0][0]
 
 
+def test_prompts_stream_in_pieces():
+    """Evaluation never builds a prompt whole: the pieces make the same text and length,
+    give the same answers as the string, and prompts of unequal length are refused."""
+    for x, y, key in [(0, 0, 7), (3, 0, 123), (0, 2, 50000), (5, 4, 9054)]:
+        text = pk.make_prompt_parts(x, y, key)
+        assert pk.prompt_length(x, y, key) == len(text)
+        assert "".join(pk.text_chunks(pk.prompt_pieces(x, y, key), 37)) == text
+        assert all(len(c) == 37 for c in list(pk.text_chunks(pk.prompt_pieces(x, y, key), 37))[:-1])
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="delta")
+    params = infini.init_params(cfg, seed=0)
+    specs = [(20, 3, 12345), (2, 21, 54321)]
+    as_text = pk.generate_batch(params, cfg, [pk.make_prompt_parts(*s) for s in specs], chunk=64)
+    assert pk.generate_batch(params, cfg, [pk.prompt_pieces(*s) for s in specs], chunk=64) == as_text
+    a = pk.make_prompt_parts(*specs[0])
+    for bad in ([a, a + "x" * 64], [a + "x" * 64, a], [a, a[:-1]]):
+        with pytest.raises(ValueError, match="one length"):
+            pk.generate_batch(params, cfg, bad, chunk=64)
+
+
 def test_weighted_loss_gradient():
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=64, memory="delta")
     params = infini.init_params(cfg, seed=1, dtype=np.float64)
@@ -144,6 +163,42 @@ def test_weighted_loss_gradient():
         p[name][i] -= 2 * h
         down = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
         assert abs((up - down) / (2 * h) - grads[name][i]) < 1e-6 * max(1.0, abs(grads[name][i]))
+
+
+def test_memory_key_penalty_gradient():
+    """The penalty's gradient is that of loss + strength * mean(relu(k + margin)) per layer."""
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
+    params = infini.init_params(cfg, seed=2, dtype=np.float64)
+    for l in range(2):
+        params[f"h.{l}.wk"] *= 30                                          # keys on both sides of -margin
+    idx, targets, weights = pk.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
+    strength, margin = 0.5, 0.3
+    att = pk.memory_key_penalty(strength, margin)
+
+    def total(p):
+        loss = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        h = np.ones(1)
+        x = p["wte"][idx]
+        for l in range(cfg.n_layer):                                       # the keys, recomputed
+            h, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm1"])
+            loss += strength * np.maximum(h @ p[f"h.{l}.wk"] + margin, 0).mean()
+            x = x + infini.attention_forward(h, p, l, cfg)[0]
+            h2, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm2"])
+            x = x + infini.mlp_forward(h2, p[f"h.{l}.w1"], p[f"h.{l}.w2"])[0]
+        return loss
+
+    _, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
+    _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    assert not np.allclose(grads["h.1.wk"], plain["h.1.wk"])               # the penalty is there
+    h = 1e-6
+    for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 6)), ("h.0.norm1", (2,)), ("wte", (pk.STOI["e"], 4))]:
+        p = {k: v.copy() for k, v in params.items()}
+        p[name][i] += h
+        up = total(p)
+        p[name][i] -= 2 * h
+        down = total(p)
+        num = (up - down) / (2 * h)
+        assert abs(num - grads[name][i]) <= 1e-6 * max(1.0, abs(num)), (name, num, grads[name][i])
 
 
 # -----------------------------------------------------------------------------
@@ -200,11 +255,24 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--memory" in r.stderr
     r = run("--eval_lengths=100")
     assert r.returncode == 2 and "eval_lengths" in r.stderr and "Traceback" not in r.stderr
+    r = run("--memory_layers=0")
+    assert r.returncode == 2 and "--memory_layers" in r.stderr and r.stderr.strip().count("\n") == 0
+
+
+@pytest.mark.parametrize("n_layer,memory_layers,closed", [(1, 1, 0), (2, 1, 1), (3, 1, 2), (2, 2, 0), (2, 5, 0)])
+def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, closed):
+    """A tiny run: the layers before the last memory_layers have their gates shut, and stay so."""
+    c = tiny_settings(tmp_path, n_layer=n_layer, memory_layers=memory_layers, key_penalty=0.5)
+    pk.main(c)
+    params, _, meta = pk.load_model(str(tmp_path / "delta" / "model.npz"))
+    betas = [float(params[f"h.{l}.beta"][0]) for l in range(n_layer)]
+    assert betas == [pk.CLOSED_GATE] * closed + [c["beta_init"]] * (n_layer - closed)
+    assert meta["config"]["key_penalty"] == 0.5
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="issue 5's goal, not reached yet: the shipped delta model scores "
-                          "0-10% at 4x its training length and beyond", strict=False)
+                          "0-40% at 32x its training length", strict=False)
 def test_full_demo(tmp_path):
     """python passkey.py: the shipped models, evaluated up to 32x their training length; the
     goal is >= 90% exact match at start, middle and end there."""
