@@ -149,7 +149,7 @@ def filler_counts(length, key):
     `length`: the prompt is at most 89 characters shorter than asked, never longer.
     Returns None when even n = 0 does not fit.
     """
-    base = len(INTRO) + len(KEY_LINE.format(key=key)) + len(QUESTION) + 2  # two newlines
+    base = prompt_length(0, 0, key)
     if length < base:
         return None
     return (length - base) // (len(FILLER) + 1)
@@ -199,9 +199,10 @@ def prompt_pieces(x, y, key):
 
 
 def prompt_length(x, y, key):
-    """len(make_prompt_parts(x, y, key)), without building it."""
-    blocks = sum(n * (len(FILLER) + 1) for n in (x, y))                    # each repeat and its separator
-    return len(INTRO) + 1 + len(KEY_LINE.format(key=key)) + 1 + len(QUESTION) + blocks
+    """len(make_prompt_parts(x, y, key)), without building it: the three fixed parts, two
+    newlines, and each filler repeat with its separator (a newline or a space)."""
+    fixed = len(INTRO) + len(KEY_LINE.format(key=key)) + len(QUESTION) + 2
+    return fixed + (x + y) * (len(FILLER) + 1)
 
 
 def parse_answer(text):
