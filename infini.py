@@ -559,13 +559,14 @@ def cross_entropy_forward(logits, targets, weights=None):
     V = logits.shape[-1]
     logits2 = logits.reshape(-1, V)                                        # (BT,V)
     t = targets.reshape(-1)
-    w = (t != -1).astype(logits.dtype)                                     # (BT,) 1 or 0
+    valid = t != -1
+    w = valid.astype(logits.dtype)                                         # (BT,) 1 or 0
     if weights is not None:
         w *= weights.reshape(-1)
     n = float(w.sum())
     z = logits2 - logits2.max(axis=-1, keepdims=True)
     logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))               # log-softmax
-    tsafe = xp.where(t != -1, t, 0)
+    tsafe = xp.where(valid, t, 0)
     picked = logp[xp.arange(t.shape[0]), tsafe]                            # (BT,)
     loss = -(picked * w).sum() / n
     return loss, (logp, tsafe, w, n, logits.shape)

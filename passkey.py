@@ -302,9 +302,10 @@ def text_chunks(pieces, size):
     buf = ""
     for piece in pieces:
         buf += piece
-        while len(buf) >= size:
-            yield buf[:size]
-            buf = buf[size:]
+        whole = len(buf) // size * size                                    # one cut per piece, not per
+        for i in range(0, whole, size):                                    #   chunk: a long string is
+            yield buf[i:i + size]                                          #   copied once, not per chunk
+        buf = buf[whole:]
     if buf:
         yield buf
 
