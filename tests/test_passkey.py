@@ -20,7 +20,8 @@ F = "The grass is green. The sky is blue. The sun is yellow. Here we go. There a
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there.")
 TINY = ["--n_layer=1", "--n_head=2", "--d_model=16", "--segment_len=16",
-        "--max_iters=2", "--batch_size=2", "--n_end=1", "--long_iters=0", "--eval_samples=1", "--eval_depths=0.5"]
+        "--max_iters=2", "--tune_iters=2", "--batch_size=2", "--n_end=1", "--long_iters=0", "--eval_samples=1",
+        "--eval_depths=0.5"]
 
 
 # -----------------------------------------------------------------------------
@@ -165,23 +166,24 @@ def test_weighted_loss_gradient():
         assert abs((up - down) / (2 * h) - grads[name][i]) < 1e-6 * max(1.0, abs(grads[name][i]))
 
 
-def test_memory_key_penalty_gradient():
-    """The penalty's gradient is that of loss + strength * mean(relu(k + margin)) per layer."""
+def test_memory_penalty_gradient():
+    """The penalties' gradient is that of loss + ks * mean(relu(k + km)) + qs * mean(relu(q + qm)) per layer."""
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=2, dtype=np.float64)
     for l in range(2):
-        params[f"h.{l}.wk"] *= 30                                          # keys on both sides of -margin
+        params[f"h.{l}.wk"] *= 30                                          # keys and queries on both
+        params[f"h.{l}.wq"] *= 30                                          #   sides of -margin
     idx, targets, weights = pk.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
-    strength, margin = 0.5, 0.3
-    att = pk.memory_key_penalty(strength, margin)
+    ks, km, qs, qm = 0.5, 0.3, 0.7, 0.2
+    att = pk.memory_penalty(ks, km, qs, qm)
 
     def total(p):
         loss = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
-        h = np.ones(1)
         x = p["wte"][idx]
-        for l in range(cfg.n_layer):                                       # the keys, recomputed
+        for l in range(cfg.n_layer):                                       # the keys and queries, recomputed
             h, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm1"])
-            loss += strength * np.maximum(h @ p[f"h.{l}.wk"] + margin, 0).mean()
+            loss += ks * np.maximum(h @ p[f"h.{l}.wk"] + km, 0).mean()
+            loss += qs * np.maximum(h @ p[f"h.{l}.wq"] + qm, 0).mean()
             x = x + infini.attention_forward(h, p, l, cfg)[0]
             h2, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm2"])
             x = x + infini.mlp_forward(h2, p[f"h.{l}.w1"], p[f"h.{l}.w2"])[0]
@@ -189,9 +191,13 @@ def test_memory_key_penalty_gradient():
 
     _, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
     _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
-    assert not np.allclose(grads["h.1.wk"], plain["h.1.wk"])               # the penalty is there
+    _, keys_only, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(ks, km))
+    assert not np.allclose(grads["h.1.wk"], plain["h.1.wk"])               # both penalties are there
+    assert not np.allclose(grads["h.1.wq"], keys_only["h.1.wq"])
+    assert np.array_equal(keys_only["h.1.wq"], plain["h.1.wq"])            # query_strength 0: off
     h = 1e-6
-    for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 6)), ("h.0.norm1", (2,)), ("wte", (pk.STOI["e"], 4))]:
+    for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 6)), ("h.0.wq", (2, 1)), ("h.1.wq", (4, 7)),
+                    ("h.0.norm1", (2,)), ("wte", (pk.STOI["e"], 4))]:
         p = {k: v.copy() for k, v in params.items()}
         p[name][i] += h
         up = total(p)
@@ -199,6 +205,28 @@ def test_memory_key_penalty_gradient():
         down = total(p)
         num = (up - down) / (2 * h)
         assert abs(num - grads[name][i]) <= 1e-6 * max(1.0, abs(num)), (name, num, grads[name][i])
+
+
+def test_memory_penalty_leaves_none_alone():
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="none")
+    params = infini.init_params(cfg, seed=3, dtype=np.float64)
+    idx, targets, weights = pk.make_batch(np.random.default_rng(3), 2, 0, 1.0, 0.1)
+    _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    _, pen, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(1.0, 0.0, 1.0, 0.0))
+    assert all(np.array_equal(plain[k], pen[k]) for k in plain)
+
+
+def test_schedule_has_a_tune_phase():
+    c = dict(pk.DEFAULTS, max_iters=100, warmup_iters=10, curriculum_iters=20, long_iters=50, n_end=4, n_long=6,
+             tune_iters=40, learning_rate=1e-2, min_lr=1e-3, tune_lr=5e-3, tune_min_lr=5e-4)
+    assert pk.get_lr(99, c) == pytest.approx(1e-3, rel=5e-2)               # the end of the main phase
+    assert pk.get_lr(100, c) == pytest.approx(5e-3 / 11)                   # warmup again, to tune_lr
+    assert pk.get_lr(109, c) == pytest.approx(5e-3 * 10 / 11)
+    assert pk.get_lr(110, c) == pytest.approx(5e-3)
+    assert pk.get_lr(139, c) == pytest.approx(5e-4, rel=5e-2) and pk.get_lr(139, c) >= 5e-4
+    assert [pk.n_max_at(s, c) for s in (0, 20, 49, 99, 100, 139)] == [0, 4, 4, 6, 6, 6]
+    assert pk.batch_size_at(120, c) == c["long_batch_size"] and pk.total_iters(c) == 140
+    assert pk.train_len(c) == len(pk.make_prompt_parts(6, 0, pk.KEY_MAX))
 
 
 # -----------------------------------------------------------------------------
@@ -250,6 +278,29 @@ def test_script_starts_and_finishes(tmp_path):
     assert json.loads((tmp_path / "linear" / "results.json").read_text())["memory"] == "linear"
 
 
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+    """Stopped in the tune phase (after the checkpoint at max_iters), resumed: the same weights
+    as a run never stopped, the tune phase's fresh optimiser included."""
+    assert pk.main(tiny_settings(tmp_path / "straight", eval_lengths="300")) == 0
+    want = np.load(tmp_path / "straight" / "delta" / "model.npz")
+    make_batch, calls = pk.make_batch, []
+
+    def stop_at_step_3(*args):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return make_batch(*args)
+    monkeypatch.setattr(pk, "make_batch", stop_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        pk.main(tiny_settings(tmp_path / "stopped", eval_lengths="300"))
+    monkeypatch.setattr(pk, "make_batch", make_batch)
+    assert pk.checkpoint.load_checkpoint(str(tmp_path / "stopped" / "delta" / "ckpt.npz"))[2]["step"] == 2
+    assert pk.main(tiny_settings(tmp_path / "stopped", init_from="resume", eval_lengths="300")) == 0
+    got = np.load(tmp_path / "stopped" / "delta" / "model.npz")
+    names = [k for k in want.files if k.startswith("param/")]
+    assert names and all(np.array_equal(want[k], got[k]) for k in names)
+
+
 def test_bad_setting_is_one_line():
     r = run("--memory=lstm")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--memory" in r.stderr
@@ -272,7 +323,8 @@ def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, c
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="issue 5's goal, not reached yet: the shipped delta model scores "
-                          "0-40% at 32x its training length", strict=False)
+                          "10-70% at 32x its training length, a length whose answer straddles a "
+                          "segment boundary", strict=False)
 def test_full_demo(tmp_path):
     """python passkey.py: the shipped models, evaluated up to 32x their training length; the
     goal is >= 90% exact match at start, middle and end there."""
