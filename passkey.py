@@ -302,16 +302,17 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
         dh, dwq, dwk, dwv, dwo, dbeta = infini.attention_backward(dout, cache, cfg)
         if cfg.memory == "none":
             return dh, dwq, dwk, dwv, dwo, dbeta
-        grads = {"q": dwq, "k": dwk}
-        for name, c, strength, margin in (("k", cache[1], key_strength, key_margin),
-                                          ("q", cache[0], query_strength, query_margin)):
-            if strength > 0:
-                h, w = c                                                   # c_k of k = h @ wk (c_q alike)
-                a = h @ w                                                  # (B,T,C)
-                da = (a > -margin).astype(a.dtype) * (strength / a.size)
-                grads[name] = grads[name] + h.reshape(-1, h.shape[-1]).T @ da.reshape(-1, da.shape[-1])
-                dh = dh + da @ w.T
-        return dh, grads["q"], grads["k"], dwv, dwo, dbeta
+        dh_k, dwk_pen = penalty_backward(cache[1], key_strength, key_margin)      # c_k of k = h @ wk
+        dh_q, dwq_pen = penalty_backward(cache[0], query_strength, query_margin)  # c_q of q = h @ wq
+        return dh + dh_k + dh_q, dwq + dwq_pen, dwk + dwk_pen, dwv, dwo, dbeta
+
+    def penalty_backward(c, strength, margin):
+        # d/d(h, w) of strength * mean(relu(h @ w + margin)): a matmul's backward of its step
+        if strength <= 0:
+            return 0.0, 0.0
+        h, w = c
+        a = h @ w                                                          # (B,T,C)
+        return infini.matmul_backward((a > -margin).astype(a.dtype) * (strength / a.size), c)
     return infini.attention_forward, backward
 
 
