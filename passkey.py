@@ -23,8 +23,9 @@ characters long, read through the streaming state (memory bounded whatever the l
     python passkey.py --train --memory=delta --out_dir=out-mine
     python passkey.py --init_from=resume --memory=delta --eval_lengths=1325,1000000 --eval_depths=0,0.5,1
 
-Outputs go to out_dir/<memory>/: results.json (exact match % per length and depth, and the
-per-digit accuracy), heatmap.png (depth x length), and for a training run ckpt.npz (resumable
+Outputs go to out_dir/<memory>/: results.json (exact match % per length and depth, the
+per-digit accuracy, and the answer's teacher-forced accuracy by the position in its segment
+of the character read: see offset_accuracy), heatmap.png (depth x length), and for a training run ckpt.npz (resumable
 with --init_from=resume), model.npz (the weights alone) and log.jsonl.
 
 What makes it train (each found by trying; see the settings below):
@@ -407,6 +408,41 @@ def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, c
     return results
 
 
+def answer_mask(targets, weights):
+    """(B,T) bool: the answer's characters " 9054." in a make_batch batch, the last run of
+    positions with the largest weight in each row (the key's second occurrence, weighted
+    alike, sits earlier in the prompt and is left out)."""
+    valid = targets >= 0
+    top = (weights >= weights.max()) & valid
+    last = valid.sum(axis=1) - 1                                           # each row's last target
+    mask = np.zeros_like(top)
+    for b, t in enumerate(last):
+        while t >= 0 and top[b, t]:
+            mask[b, t] = True
+            t -= 1
+    return mask
+
+
+def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0):
+    """Teacher-forced accuracy (%) of the answer's characters, by the position in its segment
+    of the character the model reads when it predicts each (0..segment_len-1), on training
+    prompts of up to n_max filler repeats. A character at position 0 or 1 sees at most two
+    characters through local attention: the rest must come from the memory. -> (accuracy
+    list, count list), one entry per position (None where no answer character fell)."""
+    xp = infini.get_array_module(params["wte"])
+    rng = np.random.default_rng(seed)
+    N = cfg.segment_len
+    hits, counts = np.zeros(N), np.zeros(N)
+    for _ in range(batches):
+        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0)
+        pred = infini.to_numpy(infini.forward(params, xp.asarray(idx), cfg).argmax(axis=-1))
+        b, t = np.nonzero(answer_mask(targets, weights))
+        np.add.at(counts, t % N, 1)
+        np.add.at(hits, t % N, pred[b, t] == targets[b, t])
+    acc = [100.0 * h / n if n else None for h, n in zip(hits, counts)]
+    return acc, counts.astype(int).tolist()
+
+
 # -----------------------------------------------------------------------------
 # training
 
@@ -577,6 +613,20 @@ def heatmap(grid, depths, lengths, title, path):
     plt.close(fig)
 
 
+def describe_offsets(acc, below=95.0):
+    """'0: 67%, 1: 72%, 2: 94%, the other 29: 98-100%': the positions under `below` one by one
+    (or only how many, when there are more than six)."""
+    low = [f"{i}: {a:.0f}%" for i, a in enumerate(acc) if a is not None and a < below]
+    rest = [a for a in acc if a is not None and a >= below]
+    if len(low) > 6:
+        seen = [a for a in acc if a is not None]
+        return f"{len(low)} of {len(seen)} positions under {below:.0f}% (mean {np.mean(seen):.0f}%)"
+    if rest:
+        span = f"{min(rest):.0f}" if round(min(rest)) == round(max(rest)) else f"{min(rest):.0f}-{max(rest):.0f}"
+        low.append(f"the other {len(rest)}: {span}%")
+    return ", ".join(low)
+
+
 def parse_list(text, kind, key):
     try:
         return [kind(x) for x in text.split(",") if x.strip()]
@@ -605,12 +655,14 @@ def run_mode(c, mode):
         res = evaluate(params, cfg, lengths, depths, c["eval_samples"], seed=c["seed"],
                        batch_size=c["eval_batch_size"], progress=bar.update)
     seconds = time.time() - t0
+    offsets, offset_counts = offset_accuracy(params, cfg, filler_counts(tlen, KEY_MAX), seed=c["seed"])
     out = {"memory": mode, "train_len": tlen,
            "results": {str(n): {name: res[n][d]["exact"] for name, d in NAMED_DEPTHS.items()} for n in lengths},
            "digit_accuracy": {str(n): {name: res[n][d]["digits"] for name, d in NAMED_DEPTHS.items()}
                               for n in lengths},
            "by_depth": {str(n): {f"{d:g}": res[n][d]["exact"] for d in depths} for n in lengths},
            "samples": {str(n): {f"{d:g}": res[n][d]["samples"] for d in depths} for n in lengths},
+           "offset_accuracy": offsets, "offset_counts": offset_counts,
            "keys_per_depth": c["eval_samples"], "eval_seconds": round(seconds, 1),
            "eval_chars_per_sec": round(total / seconds)}
     os.makedirs(folder, exist_ok=True)
@@ -624,6 +676,8 @@ def run_mode(c, mode):
     print(table({mode: out["results"]}, lengths))
     print(f"[{mode}] per-digit accuracy % (start/middle/end):")
     print(table({mode: out["digit_accuracy"]}, lengths))
+    print(f"[{mode}] answer characters predicted right (teacher-forced, training-length prompts), by where "
+          f"the character read sits in its segment: {describe_offsets(offsets)}")
     print(f"[{mode}] streamed {total:,} characters in {seconds:.0f} s ({total / seconds:,.0f} chars/s, "
           f"{c['eval_batch_size']} prompts at once): a 1M-character prompt takes about "
           f"{1e6 * min(c['eval_batch_size'], len(depths) * c['eval_samples']) / (total / seconds):.0f} s "

@@ -95,6 +95,32 @@ def test_training_keys_are_in_range_and_the_loss_sits_on_the_answer():
 # the scorer
 
 
+def test_answer_mask_is_the_answer():
+    idx, targets, weights = pk.make_batch(np.random.default_rng(4), 6, 4, 1.0, 0.02)
+    mask = pk.answer_mask(targets, weights)
+    for b in range(len(idx)):
+        key = pk.decode(idx[b]).split("The pass key is ")[1].split(".")[0]
+        assert pk.decode(targets[b][mask[b]]) == f" {key}."            # the answer, not the key line's copy
+        assert np.flatnonzero(mask[b])[-1] == (targets[b] >= 0).sum() - 1  # ending at the row's last target
+
+
+def test_offset_accuracy_counts_by_segment_position(monkeypatch):
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16)
+    params = infini.init_params(cfg, seed=0)
+
+    def oracle(params, idx, cfg):  # the true next character, but a wrong one at position 0 of each segment
+        nxt = np.concatenate([idx[:, 1:], np.full((len(idx), 1), pk.STOI["\n"])], axis=1)
+        nxt[nxt == pk.STOI["\n"]] = pk.STOI["."]                          # a row's last target: the answer's "."
+        nxt[:, ::cfg.segment_len] = pk.STOI["T"]                           # never an answer character
+        return np.eye(pk.VOCAB_SIZE)[nxt]
+    monkeypatch.setattr(infini, "forward", oracle)
+    acc, counts = pk.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
+    assert len(acc) == len(counts) == 16 and sum(counts) >= 24 * 3        # 24 answers of 3+ characters
+    assert acc[0] == 0.0 and counts[0] > 0
+    assert all(a == 100.0 for a in acc[1:] if a is not None)
+    assert pk.describe_offsets(acc).startswith("0: 0%, the other ")
+
+
 @pytest.mark.parametrize("text, key, ok", [
     (" 9054.", 9054, True), ("9054", 9054, True), (" 9054 is", 9054, True), (" 9054.\nW", 9054, True),
     (" 905.", 9054, False), (" 90544", 9054, False), (" 09054", 9054, True), (" key.", 9054, False),
