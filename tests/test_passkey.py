@@ -104,16 +104,25 @@ def test_answer_mask_is_the_answer():
         assert np.flatnonzero(mask[b])[-1] == (targets[b] >= 0).sum() - 1  # ending at the row's last target
 
 
+@pytest.mark.parametrize("memory", ["none", "delta"])
+def test_streamed_predictions_equal_the_whole_forward(memory):
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=16, segment_len=16, memory=memory)
+    params = infini.init_params(cfg, seed=1, dtype=np.float64)
+    idx, _, _ = pk.make_batch(np.random.default_rng(5), 3, 2, 1.0, 0.0)
+    want = infini.forward(params, idx, cfg).argmax(axis=-1)
+    assert np.array_equal(pk.greedy_predictions(params, cfg, idx, chunk=37), want)
+
+
 def test_offset_accuracy_counts_by_segment_position(monkeypatch):
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16)
     params = infini.init_params(cfg, seed=0)
 
-    def oracle(params, idx, cfg):  # the true next character, but a wrong one at position 0 of each segment
+    def oracle(params, cfg, idx):  # the true next character, but a wrong one at position 0 of each segment
         nxt = np.concatenate([idx[:, 1:], np.full((len(idx), 1), pk.STOI["\n"])], axis=1)
         nxt[nxt == pk.STOI["\n"]] = pk.STOI["."]                          # a row's last target: the answer's "."
         nxt[:, ::cfg.segment_len] = pk.STOI["T"]                           # never an answer character
-        return np.eye(pk.VOCAB_SIZE)[nxt]
-    monkeypatch.setattr(infini, "forward", oracle)
+        return nxt
+    monkeypatch.setattr(pk, "greedy_predictions", oracle)
     acc, counts = pk.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
     assert len(acc) == len(counts) == 16 and sum(counts) >= 24 * 3        # 24 answers of 3+ characters
     assert acc[0] == 0.0 and counts[0] > 0
@@ -280,6 +289,42 @@ def test_tiny_run_writes_results(tmp_path, capsys):
     assert (tmp_path / "delta" / "ckpt.npz").exists()
     printed = capsys.readouterr().out
     assert "| memory | 300 | 700 |" in printed and "| delta |" in printed
+
+
+def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
+    """--device=cuda on the strict CuPy stand-in (tests/fakecupy.py): training, the tune phase,
+    the checkpoint and the evaluation give what the CPU gives."""
+    import checkpoint
+    import fakecupy
+    assert pk.main(tiny_settings(tmp_path / "cpu")) == 0
+    fakecupy.install(monkeypatch)
+    assert pk.main(tiny_settings(tmp_path / "gpu", device="cuda")) == 0
+    cpu, gpu = (json.loads((tmp_path / d / "delta" / "results.json").read_text()) for d in ("cpu", "gpu"))
+    assert gpu["results"] == cpu["results"] and gpu["samples"] == cpu["samples"]
+    assert gpu["offset_accuracy"] == cpu["offset_accuracy"]
+    params, opt, meta = checkpoint.load_checkpoint(tmp_path / "gpu" / "delta" / "ckpt.npz")
+    assert type(params["wte"]) is np.ndarray and type(opt["m"]["wte"]) is np.ndarray
+    cpu_params, _, _ = checkpoint.load_checkpoint(tmp_path / "cpu" / "delta" / "ckpt.npz")
+    assert all(np.allclose(params[k], cpu_params[k], rtol=1e-5, atol=1e-7) for k in params)
+    shipped = dict(pk.DEFAULTS, memory="delta", eval_lengths="400", eval_depths="0.5", eval_samples=2,
+                   out_dir=str(tmp_path / "shipped"), device="cuda")                     # the shipped model
+    assert pk.main(shipped) == 0
+    monkeypatch.undo()
+    assert pk.main(dict(shipped, device="cpu", out_dir=str(tmp_path / "shipped_cpu"))) == 0
+    gpu, cpu = (json.loads((tmp_path / d / "delta" / "results.json").read_text()) for d in ("shipped", "shipped_cpu"))
+    assert gpu["samples"] == cpu["samples"] and gpu["offset_accuracy"] == cpu["offset_accuracy"]
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
+    try:
+        infini.backend("cuda")
+        pytest.skip("a GPU is present")
+    except ValueError:
+        pass
+    assert pk.main(tiny_settings(tmp_path, device="cuda")) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "cuda" in err.lower()
+    assert not (tmp_path / "delta").exists()                               # nothing written
 
 
 def test_resume_evaluates_without_training(tmp_path, capsys):
