@@ -26,8 +26,9 @@ characters long, read through the streaming state (memory bounded whatever the l
 
 Outputs go to out_dir/<memory>/: results.json (exact match % per length and depth, the
 per-digit accuracy, and the answer's teacher-forced accuracy by the position in its segment
-of the character read: see offset_accuracy), heatmap.png (depth x length), and for a training run ckpt.npz (resumable
-with --init_from=resume), model.npz (the weights alone) and log.jsonl.
+of the character read: see offset_accuracy), heatmap.png (depth x length), and for a
+training run ckpt.npz (resumable with --init_from=resume), model.npz (the weights alone)
+and log.jsonl.
 
 What makes it train (each found by trying; see the settings below):
 - the loss sits on the answer " 9054." and on the key's second occurrence in its own line
@@ -532,7 +533,8 @@ def train_model(c, mode, folder):
     cfg = model_config(c, mode)
     xp = infini.backend(c["device"])                                       # (a CPU checkpoint runs on a GPU)
     params = {k: xp.asarray(v) for k, v in params.items()}
-    opt = {**opt, "m": {k: xp.asarray(v) for k, v in opt["m"].items()}, "v": {k: xp.asarray(v) for k, v in opt["v"].items()}}
+    opt = {"step": opt["step"], "m": {k: xp.asarray(v) for k, v in opt["m"].items()},
+           "v": {k: xp.asarray(v) for k, v in opt["v"].items()}}
 
     def save():
         meta = {"config": c, "model": {**vars(cfg)}, "step": step, "rng": rng.bit_generator.state,
