@@ -78,7 +78,7 @@ import checkpoint
 import configurator
 import infini
 from kernels import parallel
-from train import pick_backend
+from train import pick_backend, to_device
 
 # settings: plain variables, overridden by a config file or --key=value (configurator.py)
 
@@ -531,10 +531,7 @@ def train_model(c, mode, folder):
         if os.path.exists(log_path):
             os.remove(log_path)
     cfg = model_config(c, mode)
-    xp = infini.backend(c["device"])                                       # (a CPU checkpoint runs on a GPU)
-    params = {k: xp.asarray(v) for k, v in params.items()}
-    opt = {"step": opt["step"], "m": {k: xp.asarray(v) for k, v in opt["m"].items()},
-           "v": {k: xp.asarray(v) for k, v in opt["v"].items()}}
+    params, opt = to_device(infini.backend(c["device"]), params, opt)     # (a CPU checkpoint runs on a GPU)
 
     def save():
         meta = {"config": c, "model": {**vars(cfg)}, "step": step, "rng": rng.bit_generator.state,

@@ -129,6 +129,13 @@ def pick_backend(device):
     return infini.backend(device), device  # ValueError with a clear message if there is no GPU
 
 
+def to_device(xp, params, opt):
+    """params and AdamW state as arrays of xp (NumPy or CuPy). -> params, opt"""
+    def move(tree):
+        return {k: xp.asarray(v) for k, v in tree.items()}
+    return move(params), {"step": opt["step"], "m": move(opt["m"]), "v": move(opt["v"])}
+
+
 # -----------------------------------------------------------------------------
 # data: data/<dataset>/{train.bin, val.bin, meta.pkl}, prepared on first use
 
@@ -332,9 +339,7 @@ def train(config=None):
         if os.path.exists(log_path):
             os.remove(log_path)                                        # a new run: a new log
     os.makedirs(out, exist_ok=True)
-    params = {k: xp.asarray(v) for k, v in params.items()}
-    opt = {"step": opt["step"], "m": {k: xp.asarray(v) for k, v in opt["m"].items()},
-           "v": {k: xp.asarray(v) for k, v in opt["v"].items()}}
+    params, opt = to_device(xp, params, opt)
     splits = {"train": train_data, "val": val_data}
 
     saved_step = step if c["init_from"] == "resume" else None              # the checkpoint on disk
