@@ -116,6 +116,7 @@ n_long = 12                #   long_batch_size prompts per batch
 long_batch_size = 16
 answer_weight = 1.0        # loss weight of each answer character (and of the key's second occurrence)
 lm_weight = 0.02           # loss weight of every other character
+shift_max = 0              # each training prompt starts after 0..shift_max newlines (0: none)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
 key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
@@ -241,14 +242,16 @@ def is_correct(text, key):
 # training data: short prompts, the loss on the answer (and, lighter, on every other token)
 
 
-def make_batch(rng, batch_size, n_max, ans_weight, lm_weight):
+def make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0):
     """A batch of training prompts with their answers: idx, targets (B,T) and loss weights (B,T).
 
     All prompts of a batch share n = x + y filler repeats, drawn in 0..n_max; each has its
     own key (1..50000) and depth (0..1). Shorter rows (keys with fewer digits) are padded on
     the right with target -1: a causal model never sees the padding. The answer " 9054." and
     the key's second occurrence in its line ("Remember it. 9054 ") get weight ans_weight per
-    character, every other character lm_weight (0: no loss there).
+    character, every other character lm_weight (0: no loss there). With shift_max > 0 each
+    prompt starts after 0..shift_max newlines (weight 0), so that the answer and the question
+    meet every alignment in their segment, not only those of the training lengths.
     """
     n = int(rng.integers(0, n_max + 1))
     rows = []
@@ -261,6 +264,10 @@ def make_batch(rng, batch_size, n_max, ans_weight, lm_weight):
         second = prompt.index(f". Remember it. {key} ") + len(". Remember it. ")
         w[second - 1:second + len(str(key))] = ans_weight                  # the key's second occurrence + " "
         w[len(prompt) - 1:] = ans_weight                                   # the answer " 9054."
+        if shift_max > 0:
+            s = int(rng.integers(0, shift_max + 1))
+            ids = np.concatenate([np.full(s, STOI["\n"]), ids])
+            w = np.concatenate([np.zeros(s, dtype=np.float32), w])
         rows.append((ids, w))
     T = max(len(ids) for ids, _ in rows) - 1
     idx = np.zeros((batch_size, T), dtype=np.int64)
@@ -555,7 +562,7 @@ def train_model(c, mode, folder):
                 opt = infini.adamw_init(params)
             lr = get_lr(step, c)
             idx, targets, weights = make_batch(rng, batch_size_at(step, c), n_max_at(step, c),
-                                               c["answer_weight"], c["lm_weight"])
+                                               c["answer_weight"], c["lm_weight"], c["shift_max"])
             loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg,
                                                        tune_attention if tuning else train_attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])

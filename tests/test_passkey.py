@@ -91,6 +91,20 @@ def test_training_keys_are_in_range_and_the_loss_sits_on_the_answer():
             assert pk.decode(targets[b][weights[b] > 0]) == f"{key}  {key}."
 
 
+def test_shifted_training_prompts_start_after_newlines_that_carry_no_loss():
+    idx, targets, weights = pk.make_batch(np.random.default_rng(6), 8, 2, 1.0, 0.02, shift_max=40)
+    shifts = []
+    for b in range(len(idx)):
+        text = pk.decode(idx[b])
+        s = len(text) - len(text.lstrip("\n"))
+        shifts.append(s)
+        assert text[s:].startswith(pk.INTRO)                               # the template, after s newlines
+        assert (weights[b, :s] == 0).all() and (weights[b, s:] > 0).any()
+        key = text.split("The pass key is ")[1].split(".")[0]
+        assert pk.decode(targets[b][pk.answer_mask(targets, weights)[b]]) == f" {key}."
+    assert 0 <= min(shifts) < max(shifts) <= 40                           # shifts differ, within the bound
+
+
 # -----------------------------------------------------------------------------
 # the scorer
 
