@@ -719,7 +719,7 @@ def validate(c):
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
                 "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed"):
+                "query_margin", "seed", "shift_max"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["answer_weight"] == 0:

@@ -393,6 +393,8 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "eval_lengths" in r.stderr and "Traceback" not in r.stderr
     r = run("--memory_layers=0")
     assert r.returncode == 2 and "--memory_layers" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--shift_max=-1")
+    assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
 @pytest.mark.parametrize("n_layer,memory_layers,closed", [(1, 1, 0), (2, 1, 1), (3, 1, 2), (2, 2, 0), (2, 5, 0)])
