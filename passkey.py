@@ -108,6 +108,8 @@ beta_lr_mult = 0.0         # and stay there: learned gates close the memory of t
                            #   before it has learned to retrieve (its reads start as noise)
 memory_layers = 1          # only the last memory_layers layers read their memory (gate logit beta_init);
                            #   the layers before have it closed (gate logit -20: sigmoid(-20) = 2e-9)
+memory_heads = 0           # and in those layers only the first memory_heads heads (0: every head); the
+                           #   other heads have it closed: local attention only
 n_start = 0                # curriculum: a batch's prompts have n filler repeats, n drawn in 0..n_max,
 n_end = 8                  #   n_max growing from n_start to n_end over the first curriculum_iters steps
 curriculum_iters = 1500
@@ -530,9 +532,12 @@ def train_model(c, mode, folder):
         rng.bit_generator.state = meta["rng"]
     else:
         params = infini.init_params(model_config(c, mode), seed=c["seed"])
-        for l in range(c["n_layer"] - c["memory_layers"]):
+        for l in range(c["n_layer"]):
             if f"h.{l}.beta" in params:                                    # (none has no gates)
-                params[f"h.{l}.beta"][:] = CLOSED_GATE
+                if l < c["n_layer"] - c["memory_layers"]:
+                    params[f"h.{l}.beta"][:] = CLOSED_GATE
+                elif c["memory_heads"]:
+                    params[f"h.{l}.beta"][c["memory_heads"]:] = CLOSED_GATE
         opt = infini.adamw_init(params)
         step, rng = 0, np.random.default_rng(c["seed"])
         if os.path.exists(log_path):
@@ -719,9 +724,11 @@ def validate(c):
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
                 "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed", "shift_max"):
+                "query_margin", "seed", "shift_max", "memory_heads"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
+    if c["memory_heads"] > c["n_head"]:
+        raise ValueError(f"--memory_heads must be at most --n_head ({c['n_head']}), got {c['memory_heads']}")
     if c["answer_weight"] == 0:
         raise ValueError("--answer_weight must be positive")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),

@@ -393,18 +393,26 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "eval_lengths" in r.stderr and "Traceback" not in r.stderr
     r = run("--memory_layers=0")
     assert r.returncode == 2 and "--memory_layers" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--memory_heads=9")
+    assert r.returncode == 2 and "--memory_heads" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--shift_max=-1")
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("n_layer,memory_layers,closed", [(1, 1, 0), (2, 1, 1), (3, 1, 2), (2, 2, 0), (2, 5, 0)])
-def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, closed):
-    """A tiny run: the layers before the last memory_layers have their gates shut, and stay so."""
-    c = tiny_settings(tmp_path, n_layer=n_layer, memory_layers=memory_layers, key_penalty=0.5)
+@pytest.mark.parametrize("n_layer,memory_layers,memory_heads,closed",
+                         [(1, 1, 0, 0), (2, 1, 0, 1), (3, 1, 0, 2), (2, 2, 0, 0), (2, 5, 0, 0), (2, 1, 1, 1)])
+def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, memory_heads, closed):
+    """A tiny run: the layers before the last memory_layers have their gates shut, and stay so;
+    with memory_heads, so do the other heads of the memory layers."""
+    c = tiny_settings(tmp_path, n_layer=n_layer, memory_layers=memory_layers, memory_heads=memory_heads,
+                      key_penalty=0.5)
     pk.main(c)
     params, _, meta = pk.load_model(str(tmp_path / "delta" / "model.npz"))
-    betas = [float(params[f"h.{l}.beta"][0]) for l in range(n_layer)]
-    assert betas == [pk.CLOSED_GATE] * closed + [c["beta_init"]] * (n_layer - closed)
+    H = c["n_head"]
+    open_heads = memory_heads or H
+    betas = [params[f"h.{l}.beta"].tolist() for l in range(n_layer)]
+    assert betas == ([[pk.CLOSED_GATE] * H] * closed +
+                     [[c["beta_init"]] * open_heads + [pk.CLOSED_GATE] * (H - open_heads)] * (n_layer - closed))
     assert meta["config"]["key_penalty"] == 0.5
 
 
