@@ -110,6 +110,8 @@ memory_layers = 1          # only the last memory_layers layers read their memor
                            #   the layers before have it closed (gate logit -20: sigmoid(-20) = 2e-9)
 memory_heads = 0           # and in those layers only the first memory_heads heads (0: every head); the
                            #   other heads have it closed: local attention only
+local_layers = 0           # the memory layers are followed by local_layers layers with their memory closed
+                           #   (0: the memory layers are the last ones)
 n_start = 0                # curriculum: a batch's prompts have n filler repeats, n drawn in 0..n_max,
 n_end = 8                  #   n_max growing from n_start to n_end over the first curriculum_iters steps
 curriculum_iters = 1500
@@ -532,9 +534,10 @@ def train_model(c, mode, folder):
         rng.bit_generator.state = meta["rng"]
     else:
         params = infini.init_params(model_config(c, mode), seed=c["seed"])
+        last = c["n_layer"] - c["local_layers"]                            # memory layers: last - memory_layers .. last - 1
         for l in range(c["n_layer"]):
             if f"h.{l}.beta" in params:                                    # (none has no gates)
-                if l < c["n_layer"] - c["memory_layers"]:
+                if not last - c["memory_layers"] <= l < last:
                     params[f"h.{l}.beta"][:] = CLOSED_GATE
                 elif c["memory_heads"]:
                     params[f"h.{l}.beta"][c["memory_heads"]:] = CLOSED_GATE
@@ -724,11 +727,13 @@ def validate(c):
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
                 "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed", "shift_max", "memory_heads"):
+                "query_margin", "seed", "shift_max", "memory_heads", "local_layers"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["memory_heads"] > c["n_head"]:
         raise ValueError(f"--memory_heads must be at most --n_head ({c['n_head']}), got {c['memory_heads']}")
+    if c["local_layers"] >= c["n_layer"]:
+        raise ValueError(f"--local_layers must be less than --n_layer ({c['n_layer']}), got {c['local_layers']}")
     if c["answer_weight"] == 0:
         raise ValueError("--answer_weight must be positive")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),

@@ -395,24 +395,28 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "--memory_layers" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--memory_heads=9")
     assert r.returncode == 2 and "--memory_heads" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--local_layers=2")
+    assert r.returncode == 2 and "--local_layers" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--shift_max=-1")
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
-@pytest.mark.parametrize("n_layer,memory_layers,memory_heads,closed",
-                         [(1, 1, 0, 0), (2, 1, 0, 1), (3, 1, 0, 2), (2, 2, 0, 0), (2, 5, 0, 0), (2, 1, 1, 1)])
-def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, memory_heads, closed):
-    """A tiny run: the layers before the last memory_layers have their gates shut, and stay so;
-    with memory_heads, so do the other heads of the memory layers."""
+@pytest.mark.parametrize("n_layer,memory_layers,memory_heads,local_layers,closed",
+                         [(1, 1, 0, 0, 0), (2, 1, 0, 0, 1), (3, 1, 0, 0, 2), (2, 2, 0, 0, 0), (2, 5, 0, 0, 0),
+                          (2, 1, 1, 0, 1), (3, 1, 0, 1, 1), (3, 5, 0, 1, 0)])
+def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, memory_heads, local_layers, closed):
+    """A tiny run: the layers before the memory_layers ones have their gates shut, and so have the
+    local_layers after them, and stay so; with memory_heads, so do the other heads of the memory layers."""
     c = tiny_settings(tmp_path, n_layer=n_layer, memory_layers=memory_layers, memory_heads=memory_heads,
-                      key_penalty=0.5)
+                      local_layers=local_layers, key_penalty=0.5)
     pk.main(c)
     params, _, meta = pk.load_model(str(tmp_path / "delta" / "model.npz"))
     H = c["n_head"]
     open_heads = memory_heads or H
     betas = [params[f"h.{l}.beta"].tolist() for l in range(n_layer)]
     assert betas == ([[pk.CLOSED_GATE] * H] * closed +
-                     [[c["beta_init"]] * open_heads + [pk.CLOSED_GATE] * (H - open_heads)] * (n_layer - closed))
+                     [[c["beta_init"]] * open_heads + [pk.CLOSED_GATE] * (H - open_heads)] *
+                     (n_layer - closed - local_layers) + [[pk.CLOSED_GATE] * H] * local_layers)
     assert meta["config"]["key_penalty"] == 0.5
 
 
