@@ -534,7 +534,7 @@ def train_model(c, mode, folder):
         rng.bit_generator.state = meta["rng"]
     else:
         params = infini.init_params(model_config(c, mode), seed=c["seed"])
-        last = c["n_layer"] - c["local_layers"]                            # memory layers: last - memory_layers .. last - 1
+        last = c["n_layer"] - c["local_layers"]           # the memory layers: last - memory_layers .. last - 1
         for l in range(c["n_layer"]):
             if f"h.{l}.beta" in params:                                    # (none has no gates)
                 if not last - c["memory_layers"] <= l < last:
