@@ -120,7 +120,8 @@ n_long = 12                #   long_batch_size prompts per batch
 long_batch_size = 16
 answer_weight = 1.0        # loss weight of each answer character (and of the key's second occurrence)
 lm_weight = 0.02           # loss weight of every other character
-shift_max = 0              # each training prompt starts after 0..shift_max newlines (0: none)
+shift_max = 0              # each training prompt starts after 0..shift_max newlines (0: none),
+shift_from = 0             #   from step shift_from on (before it, none: see docs/passkey_runs.md)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
 key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
@@ -569,8 +570,9 @@ def train_model(c, mode, folder):
             if step == c["max_iters"]:                                     # the tune phase: a fresh optimiser
                 opt = infini.adamw_init(params)
             lr = get_lr(step, c)
+            shift = c["shift_max"] if step >= c["shift_from"] else 0
             idx, targets, weights = make_batch(rng, batch_size_at(step, c), n_max_at(step, c),
-                                               c["answer_weight"], c["lm_weight"], c["shift_max"])
+                                               c["answer_weight"], c["lm_weight"], shift)
             loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg,
                                                        tune_attention if tuning else train_attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
@@ -727,7 +729,7 @@ def validate(c):
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
                 "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed", "shift_max", "memory_heads", "local_layers"):
+                "query_margin", "seed", "shift_max", "shift_from", "memory_heads", "local_layers"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["memory_heads"] > c["n_head"]:

@@ -386,6 +386,17 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert names and all(np.array_equal(want[k], got[k]) for k in names)
 
 
+def test_shift_from_starts_the_shift_at_that_step(tmp_path, monkeypatch):
+    make_batch, shifts = pk.make_batch, []
+
+    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0):
+        shifts.append(shift_max)
+        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max)
+    monkeypatch.setattr(pk, "make_batch", record)
+    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", shift_max=5, shift_from=3)) == 0
+    assert shifts[:4] == [0, 0, 0, 5]          # the 4 training steps (max_iters 2 + tune_iters 2), then evaluation
+
+
 def test_bad_setting_is_one_line():
     r = run("--memory=lstm")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--memory" in r.stderr
