@@ -16,13 +16,11 @@ trained from scratch on short prompts, then asked for keys hidden in prompts up 
 characters long, read through the streaming state (memory bounded whatever the length).
 
     python passkey.py                       # the shipped models (passkey_ckpt/), 3 memories: the table
-    python passkey.py --train               # train the three from scratch (delta and linear ~40 min each
-                                            #   on 2 CPU cores; the shipped none.npz had --max_iters=600
-                                            #   --curriculum_iters=300 --long_iters=100 --tune_iters=0:
-                                            #   local attention alone cannot reach the key)
-    python passkey.py --train --memory=delta --out_dir=out-mine
-    python passkey.py --init_from=resume --memory=delta --eval_lengths=1325,1000000 --eval_depths=0,0.5,1
-    python passkey.py --train --memory=delta --device=cuda     # on one GPU (CuPy)
+    python passkey.py --train               # train the three: none and linear from scratch (40-50 min
+                                            #   each on one CPU core), then delta from linear (10 min)
+    python passkey.py --train --memory=linear --out_dir=out-mine   # then --memory=delta, same out_dir
+    python passkey.py --init_from=resume --memory=delta --eval_lengths=1452,1000000 --eval_depths=0,0.5,1
+    python passkey.py --train --device=cuda     # on one GPU (CuPy)
 
 Outputs go to out_dir/<memory>/: results.json (exact match % per length and depth, the
 per-digit accuracy, and the answer's teacher-forced accuracy by the position in its segment
@@ -30,16 +28,19 @@ of the character read: see offset_accuracy), heatmap.png (depth x length), and f
 training run ckpt.npz (resumable with --init_from=resume), model.npz (the weights alone)
 and log.jsonl.
 
-What makes it train (each found by trying; see the settings below):
+What makes it train (each found by trying; see the settings below and docs/passkey_runs.md):
 - the loss sits on the answer " 9054." and on the key's second occurrence in its own line
   ("Remember it. 9054 is"), at weight 1; every other character has weight 0.02;
 - the gates are fixed (beta_lr_mult = 0): with learned gates the last layer closes its
   memory (g -> 0.01) before retrieval is learned, and the model settles for a bag of digits
   read by the first layer's memory;
-- a curriculum over length: 0 filler repeats at first, up to 8 after 1500 steps, then up
-  to 12 (1,325 characters, 42 segments of 32) for 5500 steps, and a last tune phase
-  (1500 steps, a fresh optimiser from lr 1e-3) at that length.
-What makes it reach further than the training length:
+- a curriculum over length: 4 filler repeats at most at first, up to 8 after 1500 steps,
+  then up to 12 for 5500 steps, and a last tune phase (1500 steps, a fresh optimiser from
+  lr 1e-3) at that length;
+- segments of 128, and each training prompt after 0..127 newlines (shift_max): the answer
+  meets every position in its segment. Without the shift a 5-digit key's answer ends at
+  only 13 offsets (one per filler count), and the offsets never seen failed at long lengths.
+What makes it reach further than the training length (measured on the segment-32 models):
 - fewer filler writes into the memory. The read is sigma(q) M / sigma(q) z, and every
   filler character adds to z (and, less, to M), so the key's share of the read falls as the
   filler grows: a head that reads 45% key at the training length reads 5% at 32x. The
@@ -52,14 +53,22 @@ What makes it reach further than the training length:
 - the first layer's memory closed (memory_layers = 1): its reads change with the
   length for every character, so the second layer's queries and keys drift; with it closed
   they depend on the local text only.
-What still fails: prompts whose answer straddles a segment boundary. The first character of
-a segment sees only itself through local attention, so its query cannot tell which "4" of
-the key 28474 it is, nor "is" in the question from "is" in "The sky is blue"; the memory is
-a sum with no order to help. Such lengths (5 of the 16 alignments of the answer in a
-segment) score far less, at the training length as at 32x, and the 1x..32x grid of a given
-training length lands on them by chance; see the README for a sweep over alignments. The
-evaluation prints the answer's accuracy by segment position (offset_accuracy): 57-68% for a
-character read at position 0, 93-100% from position 2 on.
+Why delta starts from linear (delta_from_linear): trained from scratch, delta never learns
+to copy a key that lies in the question's own segment (the key line right before the
+question, which only local attention can reach), while linear forms a copy head in its
+first 500 steps. Delta starts from the trained linear model and trains the tune phase with
+the delta rule: it keeps the copy and reads the memory better far out (at 1M characters
+90/90/100 against linear's 30/70/50), likely because the delta rule writes only what M does
+not already return: a filler line repeated adds almost nothing to M, where linear adds it
+again at every repeat.
+What still fails: a few alignments of the answer in its segment (3-4 of the 16 lengths one
+filler repeat apart around 32x; see the README). Where the answer's first digit is the first
+character of a segment (offset 126 for a 5-digit key), that character sees only itself
+through local attention: it cannot tell that it starts the answer, and the memory is a sum
+with no order to help (10-30%). And where the key line lies in the question's own segment
+some 4-digit keys are copied wrong (60-90% at the end depth at those lengths). The
+evaluation prints the answer's accuracy by segment position (offset_accuracy): 63% for a
+character read at position 0, 80% at 1, 86% at 2, 93-100% from there on.
 Evaluation streams all prompts of one length with the same number of key digits together
 (equal lengths whatever the depth), segment by segment, then decodes greedily.
 """
@@ -94,7 +103,7 @@ device = "cpu"             # "cpu", "cuda" (CuPy, one GPU) or "auto"; the shippe
 n_layer = 2
 n_head = 4
 d_model = 64
-segment_len = 32           # N: short segments, so a prompt of a few hundred characters spans many
+segment_len = 128          # N: a prompt of 1,452 characters spans 12 segments
 # training: short prompts; the answer (and the key's second occurrence) carries the loss
 max_iters = 7000
 batch_size = 16
@@ -112,7 +121,7 @@ memory_heads = 0           # and in those layers only the first memory_heads hea
                            #   other heads have it closed: local attention only
 local_layers = 0           # the memory layers are followed by local_layers layers with their memory closed
                            #   (0: the memory layers are the last ones)
-n_start = 0                # curriculum: a batch's prompts have n filler repeats, n drawn in 0..n_max,
+n_start = 4                # curriculum: a batch's prompts have n filler repeats, n drawn in 0..n_max,
 n_end = 8                  #   n_max growing from n_start to n_end over the first curriculum_iters steps
 curriculum_iters = 1500
 long_iters = 5500          # then the last long_iters steps: n_max grows on to n_long,
@@ -120,8 +129,9 @@ n_long = 12                #   long_batch_size prompts per batch
 long_batch_size = 16
 answer_weight = 1.0        # loss weight of each answer character (and of the key's second occurrence)
 lm_weight = 0.02           # loss weight of every other character
-shift_max = 0              # each training prompt starts after 0..shift_max newlines (0: none),
-shift_from = 0             #   from step shift_from on (before it, none: see docs/passkey_runs.md)
+shift_max = 127            # each training prompt starts after 0..shift_max newlines (0: none), so that
+                           #   the answer meets every position in its segment;
+shift_from = 0             # from step shift_from on (before it, none: see docs/passkey_runs.md)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
 key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
@@ -129,8 +139,11 @@ tune_lr = 1e-3             #   tune_min_lr), prompts up to n_long repeats, and q
 tune_min_lr = 1e-4         #   query_penalty * mean(relu(q + query_margin)) over every query q of a
 query_penalty = 0.02       #   memory layer (0: off); see memory_penalty
 query_margin = 8.0
+delta_from_linear = True   # delta starts from the linear model trained before it (out_dir/linear/model.npz:
+                           #   --memory=all trains linear first) and trains the tune phase alone with the
+                           #   delta rule: see the README (False: from scratch, like the others)
 # evaluation
-eval_lengths = ""          # comma-separated prompt lengths in characters; "": 1x to 32x the longest training prompt
+eval_lengths = ""          # comma-separated prompt lengths in characters; "": 1x to 32x the longest training input
 eval_depths = "0,0.25,0.5,0.75,1"  # key depths: 0 start, 0.5 middle, 1 end
 eval_samples = 10          # keys per depth and length
 eval_batch_size = 50       # prompts streamed together in one state
@@ -456,14 +469,15 @@ def greedy_predictions(params, cfg, idx, chunk=512):
 def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0):
     """Teacher-forced accuracy (%) of the answer's characters, by the position in its segment
     of the character the model reads when it predicts each (0..segment_len-1), on training
-    prompts of up to n_max filler repeats. A character at position 0 or 1 sees at most two
-    characters through local attention: the rest must come from the memory. -> (accuracy
-    list, count list), one entry per position (None where no answer character fell)."""
+    prompts of up to n_max filler repeats, each after 0..segment_len-1 newlines (so that the
+    answer meets every position). A character at position 0 or 1 sees at most two characters
+    through local attention: the rest must come from the memory. -> (accuracy list, count
+    list), one entry per position (None where no answer character fell)."""
     rng = np.random.default_rng(seed)
     N = cfg.segment_len
     hits, counts = np.zeros(N), np.zeros(N)
     for _ in range(batches):
-        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0)
+        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0, N - 1)
         pred = greedy_predictions(params, cfg, idx)
         b, t = np.nonzero(answer_mask(targets, weights))
         np.add.at(counts, t % N, 1)
@@ -509,9 +523,9 @@ def total_iters(c):
 
 
 def train_len(c):
-    """The longest training prompt, in characters (the most repeats and a 5-digit key)."""
+    """The longest training input, in characters: the most repeats, a 5-digit key, shift_max newlines."""
     n = max(n_max_at(step, c) for step in {0, c["curriculum_iters"], max(0, total_iters(c) - 1)})
-    return len(make_prompt_parts(n, 0, KEY_MAX))
+    return len(make_prompt_parts(n, 0, KEY_MAX)) + c["shift_max"]
 
 
 def model_config(c, mode):
@@ -533,17 +547,12 @@ def train_model(c, mode, folder):
         step = meta["step"]
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng"]
+    elif mode == "delta" and c["delta_from_linear"]:                      # the tune phase alone, from linear
+        params, step = warm_start(c, os.path.join(c["out_dir"], "linear", "model.npz")), c["max_iters"]
     else:
-        params = infini.init_params(model_config(c, mode), seed=c["seed"])
-        last = c["n_layer"] - c["local_layers"]           # the memory layers: last - memory_layers .. last - 1
-        for l in range(c["n_layer"]):
-            if f"h.{l}.beta" in params:                                    # (none has no gates)
-                if not last - c["memory_layers"] <= l < last:
-                    params[f"h.{l}.beta"][:] = CLOSED_GATE
-                elif c["memory_heads"]:
-                    params[f"h.{l}.beta"][c["memory_heads"]:] = CLOSED_GATE
-        opt = infini.adamw_init(params)
-        step, rng = 0, np.random.default_rng(c["seed"])
+        params, step = init_model(c, mode), 0
+    if c["init_from"] != "resume":
+        opt, rng = infini.adamw_init(params), np.random.default_rng(c["seed"])
         if os.path.exists(log_path):
             os.remove(log_path)
     cfg = model_config(c, mode)
@@ -556,7 +565,7 @@ def train_model(c, mode, folder):
         checkpoint.save_checkpoint(ckpt_path, params, opt, meta)
 
     print(f"[{mode}] {infini.num_params(params):,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
-          f"d_model {cfg.d_model}, segment {cfg.segment_len}; prompts up to {train_len(c)} characters")
+          f"d_model {cfg.d_model}, segment {cfg.segment_len}; training inputs up to {train_len(c)} characters")
     if step >= total_iters(c):
         print(f"[{mode}] {ckpt_path} finished its {step} steps: evaluating it")
         return params, cfg, {"train_len": train_len(c), "step": step}
@@ -594,6 +603,31 @@ def train_model(c, mode, folder):
                 save()
     export_model(ckpt_path, os.path.join(folder, "model.npz"))
     return params, cfg, {"train_len": train_len(c), "step": step}
+
+
+def init_model(c, mode):
+    """Fresh weights, with the gates shut (CLOSED_GATE) outside the memory layers and heads."""
+    params = infini.init_params(model_config(c, mode), seed=c["seed"])
+    last = c["n_layer"] - c["local_layers"]               # the memory layers: last - memory_layers .. last - 1
+    for l in range(c["n_layer"]):
+        if f"h.{l}.beta" in params:                                        # (none has no gates)
+            if not last - c["memory_layers"] <= l < last:
+                params[f"h.{l}.beta"][:] = CLOSED_GATE
+            elif c["memory_heads"]:
+                params[f"h.{l}.beta"][c["memory_heads"]:] = CLOSED_GATE
+    return params
+
+
+def warm_start(c, path):
+    """The weights of a trained linear model, to train on with the delta rule (same shape, same gates)."""
+    if not os.path.exists(path):
+        raise checkpoint.CheckpointError(f"--delta_from_linear: no {path}: train it first (--memory=linear, "
+                                         f"same out_dir) or set --delta_from_linear=False")
+    params, cfg, _ = load_model(path)
+    if cfg.memory != "linear" or {**vars(cfg), "memory": "delta"} != vars(model_config(c, "delta")):
+        raise checkpoint.CheckpointError(f"--delta_from_linear: {path} is not a linear model of these "
+                                         f"settings ({cfg}): train linear with the same settings")
+    return params
 
 
 def export_model(ckpt_path, path):
@@ -678,7 +712,7 @@ def run_mode(c, mode):
             raise checkpoint.CheckpointError(f"no shipped checkpoint {path}: train one with --train")
         params, cfg, meta = load_model(path)
         params = {k: infini.backend(c["device"]).asarray(v) for k, v in params.items()}
-        print(f"[{mode}] loaded {os.path.relpath(path, ROOT)} ({meta['step']} steps, prompts up to "
+        print(f"[{mode}] loaded {os.path.relpath(path, ROOT)} ({meta['step']} steps, training inputs up to "
               f"{meta['train_len']} characters)")
     else:  # scratch, or resume: go on to the checkpoint's max_iters (a finished model is only evaluated)
         params, cfg, meta = train_model(dict(c), mode, folder)

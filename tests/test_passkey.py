@@ -20,8 +20,8 @@ F = "The grass is green. The sky is blue. The sun is yellow. Here we go. There a
 INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
          "I will quiz you about the important information there.")
 TINY = ["--n_layer=1", "--n_head=2", "--d_model=16", "--segment_len=16",
-        "--max_iters=2", "--tune_iters=2", "--batch_size=2", "--n_end=1", "--long_iters=0", "--eval_samples=1",
-        "--eval_depths=0.5"]
+        "--max_iters=2", "--tune_iters=2", "--batch_size=2", "--n_start=0", "--n_end=1", "--long_iters=0",
+        "--shift_max=3", "--eval_samples=1", "--eval_depths=0.5"]
 
 
 # -----------------------------------------------------------------------------
@@ -139,6 +139,9 @@ def test_offset_accuracy_counts_by_segment_position(monkeypatch):
     monkeypatch.setattr(pk, "greedy_predictions", oracle)
     acc, counts = pk.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
     assert len(acc) == len(counts) == 16 and sum(counts) >= 24 * 3        # 24 answers of 3+ characters
+    wide = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=64)
+    _, counts = pk.offset_accuracy(infini.init_params(wide), wide, n_max=0, batches=10, batch_size=8)
+    assert sum(n > 0 for n in counts) >= 48     # shifted prompts: not only the ~10 positions of 1-5 digit keys
     assert acc[0] == 0.0 and counts[0] > 0
     assert all(a == 100.0 for a in acc[1:] if a is not None)
     assert pk.describe_offsets(acc).startswith("0: 0%, the other ")
@@ -266,8 +269,8 @@ def test_memory_penalty_leaves_none_alone():
 
 
 def test_schedule_has_a_tune_phase():
-    c = dict(pk.DEFAULTS, max_iters=100, warmup_iters=10, curriculum_iters=20, long_iters=50, n_end=4, n_long=6,
-             tune_iters=40, learning_rate=1e-2, min_lr=1e-3, tune_lr=5e-3, tune_min_lr=5e-4)
+    c = dict(pk.DEFAULTS, max_iters=100, warmup_iters=10, curriculum_iters=20, long_iters=50, n_start=0, n_end=4,
+             n_long=6, tune_iters=40, learning_rate=1e-2, min_lr=1e-3, tune_lr=5e-3, tune_min_lr=5e-4)
     assert pk.get_lr(99, c) == pytest.approx(1e-3, rel=5e-2)               # the end of the main phase
     assert pk.get_lr(100, c) == pytest.approx(5e-3 / 11)                   # warmup again, to tune_lr
     assert pk.get_lr(109, c) == pytest.approx(5e-3 * 10 / 11)
@@ -275,7 +278,7 @@ def test_schedule_has_a_tune_phase():
     assert pk.get_lr(139, c) == pytest.approx(5e-4, rel=5e-2) and pk.get_lr(139, c) >= 5e-4
     assert [pk.n_max_at(s, c) for s in (0, 20, 49, 99, 100, 139)] == [0, 4, 4, 6, 6, 6]
     assert pk.batch_size_at(120, c) == c["long_batch_size"] and pk.total_iters(c) == 140
-    assert pk.train_len(c) == len(pk.make_prompt_parts(6, 0, pk.KEY_MAX))
+    assert pk.train_len(c) == len(pk.make_prompt_parts(6, 0, pk.KEY_MAX)) + c["shift_max"]   # + leading newlines
 
 
 # -----------------------------------------------------------------------------
@@ -288,14 +291,14 @@ def tiny_settings(tmp_path, **overrides):
         key, value = arg[2:].split("=")
         c[key] = type(c[key])(value) if not isinstance(c[key], str) else value
     c.update({"out_dir": str(tmp_path), "init_from": "scratch", "memory": "delta", "eval_lengths": "300,700",
-              **overrides})
+              "delta_from_linear": False, **overrides})
     return c
 
 
 def test_tiny_run_writes_results(tmp_path, capsys):
     assert pk.main(tiny_settings(tmp_path)) == 0
     out = json.loads((tmp_path / "delta" / "results.json").read_text())
-    assert out["memory"] == "delta" and out["train_len"] == len(pk.make_prompt_parts(1, 0, pk.KEY_MAX))
+    assert out["memory"] == "delta" and out["train_len"] == len(pk.make_prompt_parts(1, 0, pk.KEY_MAX)) + 3
     assert set(out["results"]) == {"300", "700"}
     for cell in out["results"].values():
         assert set(cell) == {"start", "middle", "end"} and all(0 <= v <= 100 for v in cell.values())
@@ -397,6 +400,32 @@ def test_shift_from_starts_the_shift_at_that_step(tmp_path, monkeypatch):
     assert shifts[:4] == [0, 0, 0, 5]          # the 4 training steps (max_iters 2 + tune_iters 2), then evaluation
 
 
+def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
+    """--memory=all: linear trains first; delta starts from its weights and trains the tune phase alone."""
+    loss_and_grads, seen = pk.weighted_loss_and_grads, []
+
+    def record(params, idx, targets, weights, cfg, attention):
+        seen.append((cfg.memory, {k: v.copy() for k, v in params.items()}))
+        return loss_and_grads(params, idx, targets, weights, cfg, attention)
+    monkeypatch.setattr(pk, "weighted_loss_and_grads", record)
+    assert pk.main(tiny_settings(tmp_path, memory="all", eval_lengths="300", delta_from_linear=True)) == 0
+    memories = [m for m, _ in seen]
+    assert memories[:4] == ["none"] * 4 and memories[4:8] == ["linear"] * 4 and memories[8:] == ["delta"] * 2
+    linear, _, _ = pk.load_model(str(tmp_path / "linear" / "model.npz"))
+    first = seen[8][1]
+    assert all(np.array_equal(first[k], linear[k]) for k in linear)
+    assert pk.checkpoint.load_checkpoint(str(tmp_path / "delta" / "ckpt.npz"))[2]["step"] == 4
+
+
+def test_delta_from_linear_needs_the_linear_model(tmp_path, capsys):
+    assert pk.main(tiny_settings(tmp_path, delta_from_linear=True)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "--memory=linear" in err
+    assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300")) == 0
+    assert pk.main(tiny_settings(tmp_path, delta_from_linear=True, d_model=8)) == 1      # another shape
+    assert "not a linear model of these settings" in capsys.readouterr().err
+
+
 def test_bad_setting_is_one_line():
     r = run("--memory=lstm")
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "--memory" in r.stderr
@@ -433,8 +462,8 @@ def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, m
 
 @pytest.mark.slow
 @pytest.mark.xfail(reason="issue 5's goal, not reached yet: the shipped delta model scores "
-                          "10-70% at 32x its training length, a length whose answer straddles a "
-                          "segment boundary", strict=False)
+                          "100/100/70 at 32x its training length: some 4-digit keys at the end "
+                          "depth are copied wrong", strict=False)
 def test_full_demo(tmp_path):
     """python passkey.py: the shipped models, evaluated up to 32x their training length; the
     goal is >= 90% exact match at start, middle and end there."""
