@@ -139,12 +139,12 @@ def test_offset_accuracy_counts_by_segment_position(monkeypatch):
     monkeypatch.setattr(pk, "greedy_predictions", oracle)
     acc, counts = pk.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
     assert len(acc) == len(counts) == 16 and sum(counts) >= 24 * 3        # 24 answers of 3+ characters
-    wide = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=64)
-    _, counts = pk.offset_accuracy(infini.init_params(wide), wide, n_max=0, batches=10, batch_size=8)
-    assert sum(n > 0 for n in counts) >= 48     # shifted prompts: not only the ~10 positions of 1-5 digit keys
     assert acc[0] == 0.0 and counts[0] > 0
     assert all(a == 100.0 for a in acc[1:] if a is not None)
     assert pk.describe_offsets(acc).startswith("0: 0%, the other ")
+    wide = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=64)
+    _, counts = pk.offset_accuracy(infini.init_params(wide), wide, n_max=0, batches=10, batch_size=8)
+    assert sum(n > 0 for n in counts) >= 48     # shifted prompts: not only the ~10 positions of 1-5 digit keys
 
 
 @pytest.mark.parametrize("text, key, ok", [
