@@ -66,7 +66,8 @@ filler repeat apart around 32x; see the README). Where the answer's first digit 
 character of a segment (offset 126 for a 5-digit key), that character sees only itself
 through local attention: it cannot tell that it starts the answer, and the memory is a sum
 with no order to help (10-30%). And where the key line lies in the question's own segment
-some 4-digit keys are copied wrong (60-90% at the end depth at those lengths). The
+4-digit keys are copied wrong, at every length (60-90% at the end depth at such lengths): the
+copy seems to find the digits at their distance in a 5-digit key line. The
 evaluation prints the answer's accuracy by segment position (offset_accuracy): 63% for a
 character read at position 0, 80% at 1, 86% at 2, 93-100% from there on.
 Evaluation streams all prompts of one length with the same number of key digits together
