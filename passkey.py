@@ -67,9 +67,11 @@ character of a segment (offset 126 for a 5-digit key), that character sees only 
 through local attention: it cannot tell that it starts the answer, and the memory is a sum
 with no order to help (10-30%). And where the key line lies in the question's own segment
 4-digit keys are copied wrong, at every length (60-90% at the end depth at such lengths): the
-copy seems to find the digits at their distance in a 5-digit key line. The
-evaluation prints the answer's accuracy by segment position (offset_accuracy): 63% for a
-character read at position 0, 80% at 1, 86% at 2, 93-100% from there on.
+local copy seems to read the key's first occurrence at its distance in a 5-digit key line (81
+characters back; 79 for 4 digits), and more 4-digit keys in training did not move it
+(short_keys, key_last; docs/passkey_runs.md). The evaluation prints the answer's accuracy by
+segment position (offset_accuracy): 63% for a character read at position 0, 80% at 1, 86% at
+2, 93-100% from there on.
 Evaluation streams all prompts of one length with the same number of key digits together
 (equal lengths whatever the depth), segment by segment, then decodes greedily.
 """
@@ -133,6 +135,8 @@ lm_weight = 0.02           # loss weight of every other character
 shift_max = 127            # each training prompt starts after 0..shift_max newlines (0: none), so that
                            #   the answer meets every position in its segment;
 shift_from = 0             # from step shift_from on (before it, none: see docs/passkey_runs.md)
+short_keys = 0.0           # from step curriculum_iters on, this fraction of the training keys is drawn from
+key_last = 0.0             #   1000..9999 and this fraction of the prompts puts its key line last (0: off)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
 key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
@@ -261,7 +265,7 @@ def is_correct(text, key):
 # training data: short prompts, the loss on the answer (and, lighter, on every other token)
 
 
-def make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0):
+def make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, short_keys=0.0, key_last=0.0):
     """A batch of training prompts with their answers: idx, targets (B,T) and loss weights (B,T).
 
     All prompts of a batch share n = x + y filler repeats, drawn in 0..n_max; each has its
@@ -270,13 +274,17 @@ def make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0):
     the key's second occurrence in its line ("Remember it. 9054 ") get weight ans_weight per
     character, every other character lm_weight (0: no loss there). With shift_max > 0 each
     prompt starts after 0..shift_max newlines (weight 0), so that the answer and the question
-    meet every alignment in their segment, not only those of the training lengths.
+    meet every alignment in their segment, not only those of the training lengths. A fraction
+    short_keys of the keys is drawn from 1000..9999 (4 digits) instead, and a fraction key_last
+    of the prompts has depth 1 (x = n): the key line right before the question.
     """
     n = int(rng.integers(0, n_max + 1))
     rows = []
     for _ in range(batch_size):
-        key = int(rng.integers(KEY_MIN, KEY_MAX + 1))
-        x = int(rng.integers(0, n + 1))                                    # depth x / n, uniform
+        short = short_keys > 0 and rng.random() < short_keys
+        key = int(rng.integers(1000, 10000)) if short else int(rng.integers(KEY_MIN, KEY_MAX + 1))
+        last = key_last > 0 and rng.random() < key_last
+        x = n if last else int(rng.integers(0, n + 1))                    # depth x / n, else uniform
         prompt, answer = make_prompt_parts(x, n - x, key), f" {key}."
         ids = encode(prompt + answer)
         w = np.full(len(ids) - 1, lm_weight, dtype=np.float32)            # w[t] weighs target ids[t+1]
@@ -581,8 +589,10 @@ def train_model(c, mode, folder):
                 opt = infini.adamw_init(params)
             lr = get_lr(step, c)
             shift = c["shift_max"] if step >= c["shift_from"] else 0
+            late = step >= c["curriculum_iters"]                          # short keys after the curriculum
             idx, targets, weights = make_batch(rng, batch_size_at(step, c), n_max_at(step, c),
-                                               c["answer_weight"], c["lm_weight"], shift)
+                                               c["answer_weight"], c["lm_weight"], shift,
+                                               c["short_keys"] if late else 0.0, c["key_last"] if late else 0.0)
             loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg,
                                                        tune_attention if tuning else train_attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
@@ -773,6 +783,9 @@ def validate(c):
         raise ValueError(f"--local_layers must be less than --n_layer ({c['n_layer']}), got {c['local_layers']}")
     if c["answer_weight"] == 0:
         raise ValueError("--answer_weight must be positive")
+    for key in ("short_keys", "key_last"):
+        if not 0 <= c[key] <= 1:
+            raise ValueError(f"--{key} is a fraction of the training prompts: it must lie in [0, 1], got {c[key]}")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),
                "device": ("cpu", "cuda", "auto")}
     for key, allowed in choices.items():

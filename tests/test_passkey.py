@@ -105,6 +105,28 @@ def test_shifted_training_prompts_start_after_newlines_that_carry_no_loss():
     assert 0 <= min(shifts) < max(shifts) <= 40                           # shifts differ, within the bound
 
 
+def batch_keys_and_depths(idx):
+    """(key, filler repeats in all, filler repeats after the key line) of each prompt of a make_batch batch."""
+    out = []
+    for row in idx:
+        text = pk.decode(row)
+        after = text.split(" is the pass key.")[1].split("What is the pass key?")[0]
+        key = int(text.split("The pass key is ")[1].split(".")[0])
+        out.append((key, text.count(pk.FILLER), after.count(pk.FILLER)))
+    return out
+
+
+def test_short_keys_and_key_last_set_the_fractions_of_4_digit_keys_and_last_key_lines():
+    rng = np.random.default_rng(7)
+    plain = [kd for _ in range(100) for kd in batch_keys_and_depths(pk.make_batch(rng, 16, 3, 1.0, 0.0)[0])]
+    mixed = [kd for _ in range(100) for kd in batch_keys_and_depths(pk.make_batch(rng, 16, 3, 1.0, 0.0, 0,
+                                                                                  0.5, 0.25)[0])]
+    four = lambda kds: np.mean([1000 <= k <= 9999 for k, _, _ in kds])
+    last = lambda kds: np.mean([y == 0 for _, n, y in kds if n == 3])   # prompts of 3 repeats: depth x/3
+    assert 0.15 < four(plain) < 0.21 and 0.56 < four(mixed) < 0.62       # 0.18; 0.5 + 0.5 * 0.18 = 0.59
+    assert 0.17 < last(plain) < 0.33 and 0.36 < last(mixed) < 0.52       # 1/4; 0.25 + 0.75 / 4 = 0.44
+
+
 # -----------------------------------------------------------------------------
 # the scorer
 
@@ -392,12 +414,24 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
 def test_shift_from_starts_the_shift_at_that_step(tmp_path, monkeypatch):
     make_batch, shifts = pk.make_batch, []
 
-    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0):
+    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, *mix):
         shifts.append(shift_max)
-        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max)
+        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, *mix)
     monkeypatch.setattr(pk, "make_batch", record)
     assert pk.main(tiny_settings(tmp_path, eval_lengths="300", shift_max=5, shift_from=3)) == 0
     assert shifts[:4] == [0, 0, 0, 5]          # the 4 training steps (max_iters 2 + tune_iters 2), then evaluation
+
+
+def test_short_keys_and_key_last_start_after_the_curriculum(tmp_path, monkeypatch):
+    make_batch, mixes = pk.make_batch, []
+
+    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, short_keys=0.0, key_last=0.0):
+        mixes.append((short_keys, key_last))
+        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, short_keys, key_last)
+    monkeypatch.setattr(pk, "make_batch", record)
+    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", curriculum_iters=1, short_keys=0.5,
+                                 key_last=0.25)) == 0
+    assert mixes[:4] == [(0.0, 0.0)] + [(0.5, 0.25)] * 3                 # 4 training steps, then evaluation
 
 
 def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
@@ -439,6 +473,8 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "--local_layers" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--shift_max=-1")
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--short_keys=1.5")
+    assert r.returncode == 2 and "--short_keys" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
 @pytest.mark.parametrize("n_layer,memory_layers,memory_heads,local_layers,closed",
