@@ -107,6 +107,7 @@ n_layer = 2
 n_head = 4
 d_model = 64
 segment_len = 128          # N: a prompt of 1,452 characters spans 12 segments
+rope_base = 10000.0        # rope's base in local attention (infini.Config)
 # training: short prompts; the answer (and the key's second occurrence) carries the loss
 max_iters = 7000
 batch_size = 16
@@ -539,7 +540,7 @@ def train_len(c):
 
 def model_config(c, mode):
     return infini.Config(vocab_size=VOCAB_SIZE, n_layer=c["n_layer"], n_head=c["n_head"], d_model=c["d_model"],
-                         segment_len=c["segment_len"], memory=mode, beta_init=c["beta_init"])
+                         segment_len=c["segment_len"], memory=mode, beta_init=c["beta_init"], rope_base=c["rope_base"])
 
 
 def train_model(c, mode, folder):

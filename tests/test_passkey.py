@@ -477,6 +477,12 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "--short_keys" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
+def test_rope_base_reaches_the_model(tmp_path):
+    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", rope_base=500.0)) == 0
+    _, cfg, _ = pk.load_model(str(tmp_path / "delta" / "model.npz"))
+    assert cfg.rope_base == 500.0 and pk.model_config(pk.DEFAULTS, "delta").rope_base == 10000.0
+
+
 @pytest.mark.parametrize("n_layer,memory_layers,memory_heads,local_layers,closed",
                          [(1, 1, 0, 0, 0), (2, 1, 0, 0, 1), (3, 1, 0, 0, 2), (2, 2, 0, 0, 0), (2, 5, 0, 0, 0),
                           (2, 1, 1, 0, 1), (3, 1, 0, 1, 1), (3, 5, 0, 1, 0)])
