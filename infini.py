@@ -101,6 +101,8 @@ class Config:
             raise ValueError(f"Config.d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
         if self.head_size % 2 != 0:
             raise ValueError(f"head size d_model/n_head = {self.head_size} must be even for rope")
+        if not self.rope_base > 0:
+            raise ValueError(f"Config.rope_base must be positive, got {self.rope_base!r}")
         if self.memory not in MEMORY_MODES:
             raise ValueError(f"Config.memory must be one of {MEMORY_MODES}, got {self.memory!r}")
         if not isinstance(self.bptt_segments, (int, np.integer)) or self.bptt_segments < 0:

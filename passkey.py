@@ -786,7 +786,7 @@ def validate(c):
         raise ValueError("--answer_weight must be positive")
     for key in ("short_keys", "key_last"):
         if not 0 <= c[key] <= 1:
-            raise ValueError(f"--{key} is a fraction of the training prompts: it must lie in [0, 1], got {c[key]}")
+            raise ValueError(f"--{key} is a fraction: it must lie in [0, 1], got {c[key]}")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),
                "device": ("cpu", "cuda", "auto")}
     for key, allowed in choices.items():

@@ -475,6 +475,8 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--short_keys=1.5")
     assert r.returncode == 2 and "--short_keys" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--train", "--rope_base=0")
+    assert r.returncode == 2 and "rope_base" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
 def test_rope_base_reaches_the_model(tmp_path):
