@@ -69,9 +69,11 @@ with no order to help (10-30%). And where the key line lies in the question's ow
 4-digit keys are copied wrong, at every length (60-90% at the end depth at such lengths): the
 local copy seems to read the key's first occurrence at its distance in a 5-digit key line (81
 characters back; 79 for 4 digits), and more 4-digit keys in training did not move it
-(short_keys, key_last; docs/passkey_runs.md). The evaluation prints the answer's accuracy by
-segment position (offset_accuracy): 63% for a character read at position 0, 80% at 1, 86% at
-2, 93-100% from there on.
+(short_keys, key_last; docs/passkey_runs.md). With the penalties on the open heads only
+(penalize_closed = False: the first layer's attention unsaturated) linear learns that copy,
+but the memory then reads worse far out (0/10/30 at 1M for delta). The evaluation prints the
+answer's accuracy by segment position (offset_accuracy): 63% for a character read at
+position 0, 80% at 1, 86% at 2, 93-100% from there on.
 Evaluation streams all prompts of one length with the same number of key digits together
 (equal lengths whatever the depth), segment by segment, then decodes greedily.
 """
@@ -139,12 +141,14 @@ shift_from = 0             # from step shift_from on (before it, none: see docs/
 short_keys = 0.0           # from step curriculum_iters on, this fraction of the training keys is drawn from
 key_last = 0.0             #   1000..9999 and this fraction of the prompts puts its key line last (0: off)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
-key_margin = 8.0           #   key k of a memory layer is added to the loss (0: off); see memory_penalty
+key_margin = 8.0           #   key k of each layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
 tune_lr = 1e-3             #   tune_min_lr), prompts up to n_long repeats, and queries made sparse too:
-tune_min_lr = 1e-4         #   query_penalty * mean(relu(q + query_margin)) over every query q of a
-query_penalty = 0.02       #   memory layer (0: off); see memory_penalty
+tune_min_lr = 1e-4         #   query_penalty * mean(relu(q + query_margin)) over every query q of each
+query_penalty = 0.02       #   layer (0: off); see memory_penalty
 query_margin = 8.0
+penalize_closed = True     # the penalties also on the heads whose memory is closed (the first layer's), which
+                           #   saturates their attention (False: open heads only; docs/passkey_runs.md)
 delta_from_linear = True   # delta starts from the linear model trained before it (out_dir/linear/model.npz:
                            #   --memory=all trains linear first) and trains the tune phase alone with the
                            #   delta rule: see the README (False: from scratch, like the others)
@@ -324,12 +328,16 @@ def weighted_loss_and_grads(params, idx, targets, weights, cfg, attention=infini
     return float(loss), grads, float(correct.sum() / ans.sum())
 
 
-def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0):
+def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0, closed_heads=True):
     """The Infini-attention layer with penalties on its memory's keys and queries, as an attention pair.
 
     Adds key_strength * mean(relu(k + key_margin)) over the keys k = h @ wk of each layer to
     the loss, and query_strength * mean(relu(q + query_margin)) over its queries q = h @ wq
     (their gradients only; the values are not reported). The forward pass is the plain one.
+    With closed_heads=False only the heads whose memory is open count (gate logit above
+    CLOSED_GATE / 2; the mean still divides by every key of the layer): a closed head's
+    memory is never read, and keys pushed below -margin only saturate its local attention,
+    where rope turns keys that large into logits set by the distance more than by the content.
 
     Keys: a filler token whose key sits below -margin writes almost nothing into z and M:
     sigma(k) = e^k. At 32x the training length the filler outnumbers the key line 32x more
@@ -340,22 +348,31 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
     and an answer query that is small there but not tiny (q = -2, sigma(q) = 0.1) still reads
     them, once per filler repeat. The query penalty pushes every such dimension below -margin.
     """
+    def forward(h, p, l, cfg):
+        out, cache = infini.attention_forward(h, p, l, cfg)
+        beta = p.get(f"h.{l}.beta")                                        # (H,) gate logits; none has none
+        heads = None if beta is None else (beta > CLOSED_GATE / 2) | closed_heads  # the heads penalised
+        return out, (cache, heads)
+
     def backward(dout, cache, cfg):
+        cache, heads = cache
         dh, dwq, dwk, dwv, dwo, dbeta = infini.attention_backward(dout, cache, cfg)
-        if cfg.memory == "none":
+        if heads is None or not bool(heads.any()):
             return dh, dwq, dwk, dwv, dwo, dbeta
-        dh_k, dwk_pen = penalty_backward(cache[1], key_strength, key_margin)      # c_k of k = h @ wk
-        dh_q, dwq_pen = penalty_backward(cache[0], query_strength, query_margin)  # c_q of q = h @ wq
+        xp = infini.get_array_module(dout)
+        columns = xp.repeat(heads, cfg.head_size)                          # (C,): those heads' columns
+        dh_k, dwk_pen = penalty_backward(cache[1], key_strength, key_margin, columns)    # c_k of k = h @ wk
+        dh_q, dwq_pen = penalty_backward(cache[0], query_strength, query_margin, columns)  # c_q of q = h @ wq
         return dh + dh_k + dh_q, dwq + dwq_pen, dwk + dwk_pen, dwv, dwo, dbeta
 
-    def penalty_backward(c, strength, margin):
-        # d/d(h, w) of strength * mean(relu(h @ w + margin)): a matmul's backward of its step
+    def penalty_backward(c, strength, margin, columns):
+        # d/d(h, w) of strength * mean(relu(h @ w + margin)) over those columns: a matmul's backward of its step
         if strength <= 0:
             return 0.0, 0.0
         h, w = c
         a = h @ w                                                          # (B,T,C)
-        return infini.matmul_backward((a > -margin).astype(a.dtype) * (strength / a.size), c)
-    return infini.attention_forward, backward
+        return infini.matmul_backward(((a > -margin) & columns).astype(a.dtype) * (strength / a.size), c)
+    return forward, backward
 
 
 # -----------------------------------------------------------------------------
@@ -579,8 +596,9 @@ def train_model(c, mode, folder):
     if step >= total_iters(c):
         print(f"[{mode}] {ckpt_path} finished its {step} steps: evaluating it")
         return params, cfg, {"train_len": train_len(c), "step": step}
-    train_attention = memory_penalty(c["key_penalty"], c["key_margin"])
-    tune_attention = memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"], c["query_margin"])
+    train_attention = memory_penalty(c["key_penalty"], c["key_margin"], closed_heads=c["penalize_closed"])
+    tune_attention = memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"], c["query_margin"],
+                                    c["penalize_closed"])
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
     with bar:

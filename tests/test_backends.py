@@ -96,8 +96,9 @@ def test_passkey_training_and_streaming_on_every_backend(xp):
     import passkey as pk
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=0, dtype=np.float64)
+    params["h.1.beta"][1] = pk.CLOSED_GATE                                 # a closed head, left out of
     idx, targets, weights = pk.make_batch(np.random.default_rng(0), 2, 1, 1.0, 0.1)
-    att = pk.memory_penalty(0.5, 0.01, 0.3, 0.02)
+    att = pk.memory_penalty(0.5, 0.01, 0.3, 0.02, closed_heads=False)      #   the penalties
     ref_loss, ref_grads, ref_acc = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
     p = on(xp, params)
     loss, grads, acc = pk.weighted_loss_and_grads(p, xp.asarray(idx), xp.asarray(targets), weights, cfg, att)

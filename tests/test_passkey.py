@@ -241,23 +241,27 @@ def test_weighted_loss_gradient():
 
 
 def test_memory_penalty_gradient():
-    """The penalties' gradient is that of loss + ks * mean(relu(k + km)) + qs * mean(relu(q + qm)) per layer."""
+    """The penalties' gradient is that of loss + ks * mean(relu(k + km)) + qs * mean(relu(q + qm)) per layer;
+    with closed_heads=False the mean counts the heads whose memory is open (and divides by every key of the layer)."""
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=2, dtype=np.float64)
     for l in range(2):
         params[f"h.{l}.wk"] *= 30                                          # keys and queries on both
         params[f"h.{l}.wq"] *= 30                                          #   sides of -margin
+    params["h.0.beta"][:] = pk.CLOSED_GATE                                 # layer 0 closed, and layer 1's
+    params["h.1.beta"][1] = pk.CLOSED_GATE                                 #   second head: no penalty there
     idx, targets, weights = pk.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
     ks, km, qs, qm = 0.5, 0.3, 0.7, 0.2
-    att = pk.memory_penalty(ks, km, qs, qm)
+    att = pk.memory_penalty(ks, km, qs, qm, closed_heads=False)
 
     def total(p):
         loss = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
         x = p["wte"][idx]
         for l in range(cfg.n_layer):                                       # the keys and queries, recomputed
             h, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm1"])
-            loss += ks * np.maximum(h @ p[f"h.{l}.wk"] + km, 0).mean()
-            loss += qs * np.maximum(h @ p[f"h.{l}.wq"] + qm, 0).mean()
+            open_columns = np.repeat(p[f"h.{l}.beta"] > pk.CLOSED_GATE / 2, cfg.head_size)
+            loss += ks * (np.maximum(h @ p[f"h.{l}.wk"] + km, 0) * open_columns).mean()
+            loss += qs * (np.maximum(h @ p[f"h.{l}.wq"] + qm, 0) * open_columns).mean()
             x = x + infini.attention_forward(h, p, l, cfg)[0]
             h2, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm2"])
             x = x + infini.mlp_forward(h2, p[f"h.{l}.w1"], p[f"h.{l}.w2"])[0]
@@ -265,12 +269,18 @@ def test_memory_penalty_gradient():
 
     _, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
     _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
-    _, keys_only, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(ks, km))
+    _, keys_only, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg,
+                                                 pk.memory_penalty(ks, km, closed_heads=False))
+    _, every_head, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(ks, km, qs, qm))
     assert not np.allclose(grads["h.1.wk"], plain["h.1.wk"])               # both penalties are there
     assert not np.allclose(grads["h.1.wq"], keys_only["h.1.wq"])
     assert np.array_equal(keys_only["h.1.wq"], plain["h.1.wq"])            # query_strength 0: off
+    for name in ("h.1.wk", "h.1.wq"):                                      # the closed head's columns
+        assert np.array_equal(grads[name][:, cfg.head_size:], plain[name][:, cfg.head_size:])
+        assert not np.allclose(every_head[name][:, cfg.head_size:], plain[name][:, cfg.head_size:])  # the default
     h = 1e-6
-    for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 6)), ("h.0.wq", (2, 1)), ("h.1.wq", (4, 7)),
+    for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 2)), ("h.1.wk", (1, 6)), ("h.0.wq", (2, 1)), ("h.1.wq", (4, 3)),
+                    ("h.1.wq", (4, 7)),
                     ("h.0.norm1", (2,)), ("wte", (pk.STOI["e"], 4))]:
         p = {k: v.copy() for k, v in params.items()}
         p[name][i] += h
@@ -432,6 +442,17 @@ def test_short_keys_and_key_last_start_after_the_curriculum(tmp_path, monkeypatc
     assert pk.main(tiny_settings(tmp_path, eval_lengths="300", curriculum_iters=1, short_keys=0.5,
                                  key_last=0.25)) == 0
     assert mixes[:4] == [(0.0, 0.0)] + [(0.5, 0.25)] * 3                 # 4 training steps, then evaluation
+
+
+def test_penalize_closed_reaches_the_penalties(tmp_path, monkeypatch):
+    memory_penalty, seen = pk.memory_penalty, []
+
+    def record(*args, **kwargs):
+        seen.append(kwargs.get("closed_heads", args[4] if len(args) > 4 else True))
+        return memory_penalty(*args, **kwargs)
+    monkeypatch.setattr(pk, "memory_penalty", record)
+    assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", penalize_closed=False)) == 0
+    assert seen == [False, False]                                          # the main phase's and the tune phase's
 
 
 def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
