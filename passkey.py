@@ -351,27 +351,29 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
     def forward(h, p, l, cfg):
         out, cache = infini.attention_forward(h, p, l, cfg)
         beta = p.get(f"h.{l}.beta")                                        # (H,) gate logits; none has none
-        heads = None if beta is None else (beta > CLOSED_GATE / 2) | closed_heads  # the heads penalised
-        return out, (cache, heads)
+        open_heads = None if closed_heads or beta is None else beta > CLOSED_GATE / 2  # None: every head
+        return out, (cache, open_heads)
 
     def backward(dout, cache, cfg):
-        cache, heads = cache
+        cache, open_heads = cache
         dh, dwq, dwk, dwv, dwo, dbeta = infini.attention_backward(dout, cache, cfg)
-        if heads is None or not bool(heads.any()):
+        if cfg.memory == "none" or (open_heads is not None and not bool(open_heads.any())):
             return dh, dwq, dwk, dwv, dwo, dbeta
-        xp = infini.get_array_module(dout)
-        columns = xp.repeat(heads, cfg.head_size)                          # (C,): those heads' columns
+        columns = None if open_heads is None else infini.get_array_module(dout).repeat(open_heads, cfg.head_size)
         dh_k, dwk_pen = penalty_backward(cache[1], key_strength, key_margin, columns)    # c_k of k = h @ wk
         dh_q, dwq_pen = penalty_backward(cache[0], query_strength, query_margin, columns)  # c_q of q = h @ wq
         return dh + dh_k + dh_q, dwq + dwq_pen, dwk + dwk_pen, dwv, dwo, dbeta
 
     def penalty_backward(c, strength, margin, columns):
-        # d/d(h, w) of strength * mean(relu(h @ w + margin)) over those columns: a matmul's backward of its step
+        # d/d(h, w) of strength * mean(relu(h @ w + margin)): a matmul's backward of its step
         if strength <= 0:
             return 0.0, 0.0
         h, w = c
         a = h @ w                                                          # (B,T,C)
-        return infini.matmul_backward(((a > -margin) & columns).astype(a.dtype) * (strength / a.size), c)
+        step = a > -margin
+        if columns is not None:                                            # (C,): the open heads' columns only
+            step &= columns
+        return infini.matmul_backward(step.astype(a.dtype) * (strength / a.size), c)
     return forward, backward
 
 
@@ -598,7 +600,7 @@ def train_model(c, mode, folder):
         return params, cfg, {"train_len": train_len(c), "step": step}
     train_attention = memory_penalty(c["key_penalty"], c["key_margin"], closed_heads=c["penalize_closed"])
     tune_attention = memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"], c["query_margin"],
-                                    c["penalize_closed"])
+                                    closed_heads=c["penalize_closed"])
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
     with bar:

@@ -448,7 +448,7 @@ def test_penalize_closed_reaches_the_penalties(tmp_path, monkeypatch):
     memory_penalty, seen = pk.memory_penalty, []
 
     def record(*args, **kwargs):
-        seen.append(kwargs.get("closed_heads", args[4] if len(args) > 4 else True))
+        seen.append(kwargs.get("closed_heads", True))
         return memory_penalty(*args, **kwargs)
     monkeypatch.setattr(pk, "memory_penalty", record)
     assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", penalize_closed=False)) == 0
