@@ -1,13 +1,15 @@
 """
 kernels/parallel.py: data-parallel training steps across the cores of a CPU.
 
-NumPy runs element-wise work (softmax, GELU, norms, the memory's feature map) on one core;
-only BLAS, for the matmuls, uses several. On a 2-core machine that leaves a core idle for
-about half of every training step. Here the batch is cut into one slice per thread, each
-slice runs infini.loss_and_grads in its own thread (NumPy releases the GIL inside its
-loops, so the threads really run at once), and BLAS is held to one thread meanwhile, so
-that the two levels of threads do not fight over the cores. It also keeps training fast
-when other programs use some of the cores: BLAS threads that wait for a busy core spin.
+NumPy runs element-wise work (softmax, GELU, norms, the memory's feature map) on one
+core; only BLAS, for the matmuls, uses several. On a 2-core machine that leaves a core
+idle for about half of every training step. Here the batch is cut into one slice per
+thread (fewer when the batch has fewer examples than there are threads: no slice is
+empty), each slice runs infini.loss_and_grads in its own thread (NumPy releases the GIL
+inside its loops, so the threads really run at once), and BLAS is held to one thread
+meanwhile, so that the two levels of threads do not fight over the cores. It also keeps
+training fast when other programs use some of the cores: BLAS threads that wait for a
+busy core spin.
 
 The math is unchanged: the loss is the mean over all targets != -1, so each slice's mean
 loss and gradients are weighted by its share of those targets. The sums run in a fixed
@@ -89,7 +91,8 @@ def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLA
     B = idx.shape[0]
     if threads <= 1 or B < 2 or infini.get_array_module(idx) is not infini.np:
         return infini.loss_and_grads(params, idx, targets, cfg, attention=attention)
-    bounds = [(B * i) // threads for i in range(min(threads, B) + 1)]
+    n = min(threads, B)                                        # every slice holds one example or more
+    bounds = [(B * i) // n for i in range(n + 1)]
     slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
     counts = [int((targets[s] != -1).sum()) for s in slices]
     total = sum(counts)

@@ -58,9 +58,10 @@ def test_fast_attention_float32():
     assert max(rel_error(grads[k], grads_f[k]) for k in grads) <= 1e-4
 
 
-@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("threads", [2, 3, 5, 16])
 def test_parallel_slices_equal_one_batch(threads):
-    """kernels/parallel.py: the batch in slices across threads, the same loss and gradients."""
+    """kernels/parallel.py: the batch in slices across threads, the same loss and gradients
+    (also with as many threads as examples, or more: a machine with more cores than the batch)."""
     from kernels import parallel
     cfg = infini.Config(vocab_size=11, n_layer=2, n_head=2, d_model=8, segment_len=4, memory="delta")
     params = random_params(cfg)
