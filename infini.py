@@ -484,8 +484,12 @@ def segment_bounds(T, N):
     return [(t0, min(t0 + N, T)) for t0 in range(0, T, N)]
 
 
-def attention_forward(h, p, l, cfg):
-    """Infini-attention of layer l over a whole sequence. h (B,T,C) -> (B,T,C)."""
+def attention_forward(h, p, l, cfg, memory=None):
+    """Infini-attention of layer l over a whole sequence. h (B,T,C) -> (B,T,C).
+
+    memory: (M, z) to start the recurrence from, like a stream's state (None: empty). They
+    are constants here: attention_backward returns no gradient for them.
+    """
     xp = get_array_module(h)
     B, T, C = h.shape
     H, D = cfg.n_head, cfg.head_size
@@ -495,7 +499,9 @@ def attention_forward(h, p, l, cfg):
     Q, K, V = split_heads(q, H), split_heads(k, H), split_heads(v, H)     # (B,H,T,D)
     beta = p.get(f"h.{l}.beta")
     M = z = None
-    if cfg.memory != "none":
+    if cfg.memory != "none" and memory is not None:
+        M, z = memory                                                      # (B,H,D,D), (B,H,D)
+    elif cfg.memory != "none":
         M = xp.zeros((B, H, D, D), dtype=h.dtype)                          # memory starts empty
         z = xp.zeros((B, H, D), dtype=h.dtype)
     A = xp.empty_like(Q)                                                   # (B,H,T,D)

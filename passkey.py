@@ -149,6 +149,9 @@ query_penalty = 0.02       #   layer (0: off); see memory_penalty
 query_margin = 8.0
 penalize_closed = True     # the penalties also on the heads whose memory is closed (the first layer's), which
                            #   saturates their attention (False: open heads only; docs/passkey_runs.md)
+far_fill = 0               # the tune phase: 3/4 of the prompts start from the memory that F characters of
+                           #   filler leave behind (F log-uniform from one filler cycle to far_fill; 0: off):
+                           #   the z of a prompt far longer than those trained on (see far_memory)
 delta_from_linear = True   # delta starts from the linear model trained before it (out_dir/linear/model.npz:
                            #   --memory=all trains linear first) and trains the tune phase alone with the
                            #   delta rule: see the README (False: from scratch, like the others)
@@ -328,7 +331,8 @@ def weighted_loss_and_grads(params, idx, targets, weights, cfg, attention=infini
     return float(loss), grads, float(correct.sum() / ans.sum())
 
 
-def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0, closed_heads=True):
+def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0, closed_heads=True,
+                   prefill=None):
     """The Infini-attention layer with penalties on its memory's keys and queries, as an attention pair.
 
     Adds key_strength * mean(relu(k + key_margin)) over the keys k = h @ wk of each layer to
@@ -347,9 +351,11 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
     sigma(q). A few filler characters keep large keys in some dimension (the loss uses them),
     and an answer query that is small there but not tiny (q = -2, sigma(q) = 0.1) still reads
     them, once per filler repeat. The query penalty pushes every such dimension below -margin.
+    prefill: a dict layer -> (M, z), the memory each prompt starts from (far_memory; train_model
+    fills it anew for every batch); a layer not in it starts empty.
     """
     def forward(h, p, l, cfg):
-        out, cache = infini.attention_forward(h, p, l, cfg)
+        out, cache = infini.attention_forward(h, p, l, cfg, None if prefill is None else prefill.get(l))
         beta = p.get(f"h.{l}.beta")                                        # (H,) gate logits; none has none
         open_heads = None if closed_heads or beta is None else beta > CLOSED_GATE / 2  # None: every head
         return out, (cache, open_heads)
@@ -375,6 +381,45 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
             step &= columns
         return infini.matmul_backward(step.astype(a.dtype) * (strength / a.size), c)
     return forward, backward
+
+
+FILL_EVERY = 20  # the tune phase measures the filler's memory (filler_memory) again every 20 steps
+
+
+def filler_memory(params, cfg):
+    """What filler alone leaves in each layer's memory: [(M, z per character)], n. Streams
+    one cycle of the filler against the segments (n = lcm(90, segment_len) characters: every
+    alignment of a filler repeat in its segment once), one prompt, no gradients."""
+    step = len(FILLER) + 1
+    n = math.lcm(step, cfg.segment_len)
+    xp = infini.get_array_module(params["wte"])
+    ids = xp.asarray(encode((" " + FILLER) * (n // step)))[None]
+    state = infini.init_state(params, cfg, 1)
+    for i in range(0, n, 512):
+        _, state = infini.forward_stream(params, ids[:, i:i + 512], state, cfg)
+    return [(M[0], z[0] / n) for M, z in zip(state["M"], state["z"])], n
+
+
+def far_memory(filler, n, rng, batch_size, far_fill, rule):
+    """The memory a batch starts from, as if F characters of filler came before each prompt:
+    a dict layer -> (M, z) for memory_penalty's prefill. 3/4 of the prompts draw F log-uniform
+    in n..far_fill, the others start empty (F = 0). z grows with every filler character, so
+    z = F * (z per character); M grows likewise under the linear rule, while the delta rule
+    writes only what M does not already return, so its M after one cycle stands for any F.
+
+    At 1M characters the filler's part of sigma(q) z can outweigh the key's, and the read
+    sigma(q) M / sigma(q) z then fades, though nothing in a short training prompt shows it:
+    with this memory the answer's loss pays for it (see docs/passkey_runs.md). M and z are
+    constants to the gradient; filler_memory measures them again as the weights move.
+    """
+    F = np.exp(rng.uniform(math.log(n), math.log(far_fill), size=batch_size)) * (rng.random(batch_size) < 0.75)
+    out = {}
+    for l, (M, z_rate) in enumerate(filler):
+        xp = infini.get_array_module(M)
+        f = xp.asarray(F, dtype=M.dtype)
+        scale = (f > 0).astype(M.dtype) if rule == "delta" else f / n
+        out[l] = (scale[:, None, None, None] * M, f[:, None, None] * z_rate)
+    return out
 
 
 # -----------------------------------------------------------------------------
@@ -598,9 +643,10 @@ def train_model(c, mode, folder):
     if step >= total_iters(c):
         print(f"[{mode}] {ckpt_path} finished its {step} steps: evaluating it")
         return params, cfg, {"train_len": train_len(c), "step": step}
+    prefill, filler = {}, None                                            # far_fill's memory (far_memory)
     train_attention = memory_penalty(c["key_penalty"], c["key_margin"], closed_heads=c["penalize_closed"])
     tune_attention = memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"], c["query_margin"],
-                                    closed_heads=c["penalize_closed"])
+                                    closed_heads=c["penalize_closed"], prefill=prefill)
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
     with bar:
@@ -614,6 +660,10 @@ def train_model(c, mode, folder):
             idx, targets, weights = make_batch(rng, batch_size_at(step, c), n_max_at(step, c),
                                                c["answer_weight"], c["lm_weight"], shift,
                                                c["short_keys"] if late else 0.0, c["key_last"] if late else 0.0)
+            if tuning and c["far_fill"] and mode != "none":
+                if filler is None or step % FILL_EVERY == 0:
+                    filler = filler_memory(params, cfg)
+                prefill.update(far_memory(*filler, rng, len(idx), c["far_fill"], mode))
             loss, grads, acc = weighted_loss_and_grads(params, idx, targets, weights, cfg,
                                                        tune_attention if tuning else train_attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
@@ -795,7 +845,7 @@ def validate(c):
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
                 "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed", "shift_max", "shift_from", "memory_heads", "local_layers"):
+                "query_margin", "seed", "shift_max", "shift_from", "memory_heads", "local_layers", "far_fill"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["memory_heads"] > c["n_head"]:
@@ -807,6 +857,10 @@ def validate(c):
     for key in ("short_keys", "key_last"):
         if not 0 <= c[key] <= 1:
             raise ValueError(f"--{key} is a fraction: it must lie in [0, 1], got {c[key]}")
+    cycle = math.lcm(len(FILLER) + 1, c["segment_len"])
+    if 0 < c["far_fill"] < cycle:
+        raise ValueError(f"--far_fill must be 0 (off) or at least one filler cycle ({cycle} characters with "
+                         f"segments of {c['segment_len']}), got {c['far_fill']}")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),
                "device": ("cpu", "cuda", "auto")}
     for key, allowed in choices.items():

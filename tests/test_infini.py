@@ -221,6 +221,28 @@ def test_truncated_bptt_cuts_the_memory_path(memory):
     assert seg(grads[2], 0) == 0 and seg(grads[2], 1) == 0 and seg(grads[2], 2) > 0
 
 
+@pytest.mark.parametrize("memory", ["linear", "delta"])
+def test_layer_started_from_a_memory(memory):
+    """attention_forward(h2, memory=(M, z) after h1) is the rest of attention_forward(h1 + h2),
+    and its backward (M, z constants) matches finite differences in float64."""
+    cfg = infini.Config(vocab_size=11, n_layer=1, n_head=2, d_model=8, segment_len=4, memory=memory)
+    params = random_params(cfg)
+    h = randn(2, 14, 8, seed=3)                       # 2 whole segments, then 6 more tokens
+    full, cache = infini.attention_forward(h, params, 0, cfg)
+    _, M, z, _, _ = cache[3][2][3][2]                 # segment 2's read: (sq, M, z, out, den)
+    rest, _ = infini.attention_forward(h[:, 8:], params, 0, cfg, memory=(M, z))
+    assert np.allclose(rest, full[:, 8:], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(rest, infini.attention_forward(h[:, 8:], params, 0, cfg)[0])
+    h2, dout = h[:, 8:].copy(), randn(2, 6, 8, seed=4)
+    f = lambda: float((infini.attention_forward(h2, params, 0, cfg, memory=(M, z))[0] * dout).sum())  # noqa: E731
+    _, cache = infini.attention_forward(h2, params, 0, cfg, memory=(M, z))
+    dh, dwq, dwk, dwv, dwo, dbeta = infini.attention_backward(dout, cache, cfg)
+    checks = {"h": (h2, dh), "wq": (params["h.0.wq"], dwq), "wk": (params["h.0.wk"], dwk),
+              "wv": (params["h.0.wv"], dwv), "wo": (params["h.0.wo"], dwo), "beta": (params["h.0.beta"], dbeta)}
+    for name, (x, g) in checks.items():
+        assert rel_error(numerical_grad(f, x), g) <= 1e-7, name
+
+
 @pytest.mark.parametrize("memory", MODES)
 def test_causality_across_segments(memory):
     cfg = tiny_config(memory)

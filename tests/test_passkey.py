@@ -291,6 +291,44 @@ def test_memory_penalty_gradient():
         assert abs(num - grads[name][i]) <= 1e-6 * max(1.0, abs(num)), (name, num, grads[name][i])
 
 
+@pytest.mark.parametrize("memory", ["linear", "delta"])
+def test_far_memory_is_the_memory_filler_leaves(memory):
+    """filler_memory: z grows by the same amount with every filler cycle (one layer: its keys see
+    the text alone), so F characters leave F * (z per character); far_memory draws F in
+    n..far_fill for about 3/4 of the prompts, 0 (an empty memory) for the others."""
+    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory=memory)
+    params = infini.init_params(cfg, seed=4, dtype=np.float64)
+    filler, n = pk.filler_memory(params, cfg)
+    assert n == 720                                                        # lcm(90, 16)
+    state = infini.init_state(params, cfg, 1)
+    _, state = infini.forward_stream(params, np.array([pk.encode((" " + F) * 16)]), state, cfg)  # 2 cycles
+    assert np.allclose(state["z"][0][0], 2 * n * filler[0][1], rtol=1e-12)
+    far = pk.far_memory(filler, n, np.random.default_rng(0), 400, 100_000, memory)
+    M, z = far[0]
+    f = z[:, 0, 0] / filler[0][1][0, 0]                                    # the F of each prompt
+    on = f > 0
+    assert 0.65 < on.mean() < 0.85 and f[on].min() >= n * (1 - 1e-9) and f.max() <= 100_000 * (1 + 1e-9)
+    assert np.allclose(z, f[:, None, None] * filler[0][1], rtol=1e-12)
+    assert not M[~on].any()
+    want = filler[0][0] if memory == "delta" else (f[on] / n)[:, None, None, None] * filler[0][0]
+    assert np.allclose(M[on], want, rtol=1e-12)
+    idx = pk.make_batch(np.random.default_rng(1), 400, 0, 1.0, 0.1)[0]
+    h = infini.rmsnorm_forward(params["wte"][idx], params["h.0.norm1"])[0]
+    got = pk.memory_penalty(0.1, 8.0, prefill=far)[0](h, params, 0, cfg)[0]
+    assert np.array_equal(got, infini.attention_forward(h, params, 0, cfg, memory=far[0])[0])
+
+
+def test_far_fill_prefills_the_tune_phase_only(tmp_path, monkeypatch):
+    far_memory, filler_memory, seen = pk.far_memory, pk.filler_memory, []
+    monkeypatch.setattr(pk, "filler_memory", lambda *a: seen.append("measure") or filler_memory(*a))
+    monkeypatch.setattr(pk, "far_memory", lambda *a: seen.append(a[3:]) or far_memory(*a))
+    assert pk.main(tiny_settings(tmp_path / "far", eval_lengths="300", far_fill=1000)) == 0
+    assert seen == ["measure", (2, 1000, "delta"), (2, 1000, "delta")]    # 2 tune steps of batch 2, after 2 plain
+    assert pk.main(tiny_settings(tmp_path / "plain", eval_lengths="300")) == 0
+    far, plain = (np.load(tmp_path / d / "delta" / "model.npz") for d in ("far", "plain"))
+    assert not np.array_equal(far["param/h.0.wq"], plain["param/h.0.wq"])
+
+
 def test_memory_penalty_leaves_none_alone():
     cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="none")
     params = infini.init_params(cfg, seed=3, dtype=np.float64)
@@ -398,10 +436,11 @@ def test_script_starts_and_finishes(tmp_path):
     assert json.loads((tmp_path / "linear" / "results.json").read_text())["memory"] == "linear"
 
 
-def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+@pytest.mark.parametrize("far_fill", [0, 1000])
+def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch, far_fill):
     """Stopped in the tune phase (after the checkpoint at max_iters), resumed: the same weights
-    as a run never stopped, the tune phase's fresh optimiser included."""
-    assert pk.main(tiny_settings(tmp_path / "straight", eval_lengths="300")) == 0
+    as a run never stopped, the tune phase's fresh optimiser (and far_fill's memory) included."""
+    assert pk.main(tiny_settings(tmp_path / "straight", eval_lengths="300", far_fill=far_fill)) == 0
     want = np.load(tmp_path / "straight" / "delta" / "model.npz")
     make_batch, calls = pk.make_batch, []
 
@@ -412,7 +451,7 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
         return make_batch(*args)
     monkeypatch.setattr(pk, "make_batch", stop_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        pk.main(tiny_settings(tmp_path / "stopped", eval_lengths="300"))
+        pk.main(tiny_settings(tmp_path / "stopped", eval_lengths="300", far_fill=far_fill))
     monkeypatch.setattr(pk, "make_batch", make_batch)
     assert pk.checkpoint.load_checkpoint(str(tmp_path / "stopped" / "delta" / "ckpt.npz"))[2]["step"] == 2
     assert pk.main(tiny_settings(tmp_path / "stopped", init_from="resume", eval_lengths="300")) == 0
@@ -496,6 +535,8 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--short_keys=1.5")
     assert r.returncode == 2 and "--short_keys" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = run("--far_fill=5000")                                             # less than one filler cycle
+    assert r.returncode == 2 and "--far_fill" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--train", "--rope_base=0")
     assert r.returncode == 2 and "rope_base" in r.stderr and r.stderr.strip().count("\n") == 0
 
