@@ -380,12 +380,12 @@ def test_tiny_run_writes_results(tmp_path, capsys):
 
 def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
     """--device=cuda on the strict CuPy stand-in (tests/fakecupy.py): training, the tune phase,
-    the checkpoint and the evaluation give what the CPU gives."""
+    the checkpoint and the evaluation give what the CPU gives (far_fill's memory included)."""
     import checkpoint
     import fakecupy
-    assert pk.main(tiny_settings(tmp_path / "cpu")) == 0
+    assert pk.main(tiny_settings(tmp_path / "cpu", far_fill=1000)) == 0
     fakecupy.install(monkeypatch)
-    assert pk.main(tiny_settings(tmp_path / "gpu", device="cuda")) == 0
+    assert pk.main(tiny_settings(tmp_path / "gpu", device="cuda", far_fill=1000)) == 0
     cpu, gpu = (json.loads((tmp_path / d / "delta" / "results.json").read_text()) for d in ("cpu", "gpu"))
     assert gpu["results"] == cpu["results"] and gpu["samples"] == cpu["samples"]
     assert gpu["offset_accuracy"] == cpu["offset_accuracy"]
