@@ -39,7 +39,9 @@ What makes it train (each found by trying; see the settings below and docs/passk
   lr 1e-3) at that length;
 - segments of 128, and each training prompt after 0..127 newlines (shift_max): the answer
   meets every position in its segment. Without the shift a 5-digit key's answer ends at
-  only 13 offsets (one per filler count), and the offsets never seen failed at long lengths.
+  only 13 offsets (one per filler count), and the offsets never seen failed at long lengths;
+- after the curriculum, 30% of the keys 4-digit and 30% of the prompts with the key line right
+  before the question (short_keys, key_last): the local copy's cases.
 What makes it reach further than the training length (measured on the segment-32 models):
 - fewer filler writes into the memory. The read is sigma(q) M / sigma(q) z, and every
   filler character adds to z (and, less, to M), so the key's share of the read falls as the
@@ -52,28 +54,31 @@ What makes it reach further than the training length (measured on the segment-32
   -8 cut the filler's share of the retrieval heads' read at 32x from 30-40% to 0.5-3%;
 - the first layer's memory closed (memory_layers = 1): its reads change with the
   length for every character, so the second layer's queries and keys drift; with it closed
-  they depend on the local text only.
+  they depend on the local text only. The penalties act on the open heads only
+  (penalize_closed = False): on the closed first layer they pushed its keys below -8 too,
+  where rope gives logits set by the distance, and its attention copied the key from a fixed
+  distance, wrong for every 4-digit key in the question's segment;
+- a memory that starts full in the tune phase (far_fill): 3/4 of the prompts start from the
+  memory that up to 1M characters of filler leave behind (far_memory). At 1M the filler's
+  part of sigma(q) z can outweigh the key's, which a 1,452-character prompt never shows;
+  with it the training loss does (delta from one linear model: 0/10/30 at 1M without it,
+  80/100/100 with it; docs/passkey_runs.md).
 Why delta starts from linear (delta_from_linear): trained from scratch, delta never learns
 to copy a key that lies in the question's own segment (the key line right before the
 question, which only local attention can reach), while linear forms a copy head in its
 first 500 steps. Delta starts from the trained linear model and trains the tune phase with
-the delta rule: it keeps the copy and reads the memory better far out (at 1M characters
-90/90/100 against linear's 30/70/50), likely because the delta rule writes only what M does
-not already return: a filler line repeated adds almost nothing to M, where linear adds it
-again at every repeat.
-What still fails: a few alignments of the answer in its segment (3-4 of the 16 lengths one
-filler repeat apart around 32x; see the README). Where the answer's first digit is the first
-character of a segment (offset 126 for a 5-digit key), that character sees only itself
-through local attention: it cannot tell that it starts the answer, and the memory is a sum
-with no order to help (10-30%). And where the key line lies in the question's own segment
-4-digit keys are copied wrong, at every length (60-90% at the end depth at such lengths): the
-local copy seems to read the key's first occurrence at its distance in a 5-digit key line (81
-characters back; 79 for 4 digits), and more 4-digit keys in training did not move it
-(short_keys, key_last; docs/passkey_runs.md). With the penalties on the open heads only
-(penalize_closed = False: the first layer's attention unsaturated) linear learns that copy,
-but the memory then reads worse far out (0/10/30 at 1M for delta). The evaluation prints the
-answer's accuracy by segment position (offset_accuracy): 63% for a character read at
-position 0, 80% at 1, 86% at 2, 93-100% from there on.
+the delta rule: it keeps the copy, and before far_fill it read the memory better far out
+(at 1M characters 90/90/100 against linear's 30/70/50), likely because the delta rule
+writes only what M does not already return: a filler line repeated adds almost nothing to
+M, where linear adds it again at every repeat. With far_fill both read every key at 1M.
+What still fails: where the answer's first digit is the first character of a segment
+(offset 126 for a 5-digit key, 10-50% at 32x), that character sees only itself through local
+attention: it cannot tell that it starts the answer, and the memory is a sum with no order to
+help. Until penalize_closed = False, 4-digit keys in the question's own segment were copied
+wrong too: the penalties saturated the closed first layer's attention into a copy from a
+fixed distance (docs/passkey_runs.md). The evaluation prints the answer's accuracy by segment
+position (offset_accuracy): 68% for a character read at position 0, 82% at 1, 86% at 2-3,
+95-100% from there on.
 Evaluation streams all prompts of one length with the same number of key digits together
 (equal lengths whatever the depth), segment by segment, then decodes greedily.
 """
@@ -138,8 +143,8 @@ lm_weight = 0.02           # loss weight of every other character
 shift_max = 127            # each training prompt starts after 0..shift_max newlines (0: none), so that
                            #   the answer meets every position in its segment;
 shift_from = 0             # from step shift_from on (before it, none: see docs/passkey_runs.md)
-short_keys = 0.0           # from step curriculum_iters on, this fraction of the training keys is drawn from
-key_last = 0.0             #   1000..9999 and this fraction of the prompts puts its key line last (0: off)
+short_keys = 0.3           # from step curriculum_iters on, this fraction of the training keys is drawn from
+key_last = 0.3             #   1000..9999 and this fraction of the prompts puts its key line last (0: off)
 key_penalty = 0.02         # sparse memory writes: key_penalty * mean(relu(k + key_margin)) over every
 key_margin = 8.0           #   key k of each layer is added to the loss (0: off); see memory_penalty
 tune_iters = 1500          # a last phase after max_iters: a fresh optimiser, lr tune_lr (cosine to
@@ -147,9 +152,9 @@ tune_lr = 1e-3             #   tune_min_lr), prompts up to n_long repeats, and q
 tune_min_lr = 1e-4         #   query_penalty * mean(relu(q + query_margin)) over every query q of each
 query_penalty = 0.02       #   layer (0: off); see memory_penalty
 query_margin = 8.0
-penalize_closed = True     # the penalties also on the heads whose memory is closed (the first layer's), which
-                           #   saturates their attention (False: open heads only; docs/passkey_runs.md)
-far_fill = 0               # the tune phase: 3/4 of the prompts start from the memory that F characters of
+penalize_closed = False    # the penalties on the open heads only (True: also on the heads whose memory is
+                           #   closed, the first layer's, which saturates their attention; docs/passkey_runs.md)
+far_fill = 1000000         # the tune phase: 3/4 of the prompts start from the memory that F characters of
                            #   filler leave behind (F log-uniform from one filler cycle to far_fill; 0: off):
                            #   the z of a prompt far longer than those trained on (see far_memory)
 delta_from_linear = True   # delta starts from the linear model trained before it (out_dir/linear/model.npz:

@@ -567,9 +567,6 @@ def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, m
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="issue 5's goal, not reached yet: the shipped delta model scores "
-                          "100/100/70 at 32x its training length: some 4-digit keys at the end "
-                          "depth are copied wrong", strict=False)
 def test_full_demo(tmp_path):
     """python passkey.py: the shipped models, evaluated up to 32x their training length; the
     goal is >= 90% exact match at start, middle and end there."""
