@@ -42,7 +42,7 @@ What makes it train (each found by trying; see the settings below and docs/passk
   only 13 offsets (one per filler count), and the offsets never seen failed at long lengths;
 - after the curriculum, 30% of the keys 4-digit and 30% of the prompts with the key line right
   before the question (short_keys, key_last): the local copy's cases.
-What makes it reach further than the training length (measured on the segment-32 models):
+What makes it reach further than the training length (the first two measured on the segment-32 models):
 - fewer filler writes into the memory. The read is sigma(q) M / sigma(q) z, and every
   filler character adds to z (and, less, to M), so the key's share of the read falls as the
   filler grows: a head that reads 45% key at the training length reads 5% at 32x. The
