@@ -399,9 +399,7 @@ def filler_memory(params, cfg):
     n = math.lcm(step, cfg.segment_len)
     xp = infini.get_array_module(params["wte"])
     ids = xp.asarray(encode((" " + FILLER) * (n // step)))[None]
-    state = infini.init_state(params, cfg, 1)
-    for i in range(0, n, 512):
-        _, state = infini.forward_stream(params, ids[:, i:i + 512], state, cfg)
+    _, state = infini.forward_stream(params, ids, infini.init_state(params, cfg, 1), cfg)  # segment by segment
     return [(M[0], z[0] / n) for M, z in zip(state["M"], state["z"])], n
 
 
