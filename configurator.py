@@ -13,15 +13,19 @@ A script declares its defaults as plain variables at the top, then reads the com
 Each argument is either a config file (a Python file of assignments, e.g.
 config/train_shakespeare_char.py) or `--key=value`; later ones win. Values are read with
 ast.literal_eval and must have the type of the default (an int is fine where a float is
-expected; bools are True / False); strings are taken as written (`--device=cpu`).
+expected; bools are True / False, and a bare `--flag` means True); strings are taken as
+written (`--device=cpu`).
 An unknown key, a wrong type or a value the script's validate() rejects is one line on
 stderr naming the key, and exit status 2 (as argparse does), never a traceback.
-`--help` prints the defaults. overrides(argv, DEFAULTS) gives only what the arguments set
+`--help` prints each setting with its default and the comment beside it in the script.
+overrides(argv, DEFAULTS) gives only what the arguments set
 (train.py's --init_from=resume takes the rest from the checkpoint).
 """
 import ast
+import io
 import os
 import sys
+import tokenize
 
 TYPES = (bool, int, float, str)  # the types a setting may have
 
@@ -79,10 +83,33 @@ def read_config_file(path, config):
     return updates
 
 
-def usage(config, doc):
+def setting_comments(path):
+    """{name: comment} for the top-level lines `name = value  # comment` of a Python file."""
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        source = f.read()
+    comments, line = {}, []
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type in (tokenize.NEWLINE, tokenize.NL):
+            line = []
+        elif tok.type == tokenize.COMMENT:
+            if len(line) >= 2 and line[0].type == tokenize.NAME and line[0].start[1] == 0 and line[1].string == "=":
+                comments.setdefault(line[0].string, tok.string.lstrip("#").strip())
+        else:
+            line.append(tok)
+    return comments
+
+
+def usage(config, doc, source=None):
+    """--help: the script's docstring, then every setting, its default and its comment."""
     lines = [doc.strip(), ""] if doc else []
-    lines.append("defaults (override with a config file or --key=value):")
-    lines += [f"  {k} = {v!r}" for k, v in config.items()]
+    lines.append("settings (override with a config file or --key=value):")
+    comments = setting_comments(source)
+    width = max((len(f"{k} = {v!r}") for k, v in config.items()), default=0)
+    for k, v in config.items():
+        text = f"{k} = {v!r}"
+        lines.append(f"  {text:<{width}}  # {comments[k]}" if k in comments else f"  {text}")
     return "\n".join(lines)
 
 
@@ -97,19 +124,23 @@ def overrides(argv, settings):
         key, eq, text = arg[2:].partition("=")
         if key not in settings:
             raise ValueError(f"unknown key --{key} (see --help for the known keys)")
+        if not eq and type(settings[key]) is bool:
+            given[key] = True                                           # a bare --flag
+            continue
         if not eq:
             raise ValueError(f"--{key} needs a value: --{key}=...")
         given[key] = parse_value(key, text, settings[key])
     return given
 
 
-def apply(config, argv, validate=None, doc=""):
+def apply(config, argv, validate=None, doc="", source=None):
     """Apply config files and --key=value overrides in argv to the dict config (in place; pass a
     module's globals() or a dict of defaults), then validate(settings), which raises ValueError
-    for an impossible value. Returns the dict of settings. Any error: one line, exit status 2."""
+    for an impossible value. Returns the dict of settings. Any error: one line, exit status 2.
+    source: the script's file, whose comments --help prints (default: the script being run)."""
     settings = defaults(config)
     if "-h" in argv or "--help" in argv:
-        print(usage(settings, doc))
+        print(usage(settings, doc, source or getattr(sys.modules.get("__main__"), "__file__", None)))
         sys.exit(0)
     try:
         settings.update(overrides(argv, settings))

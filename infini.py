@@ -56,11 +56,17 @@ def to_numpy(x):
 
 
 def backend(device):
-    """The array module for device 'cpu' (NumPy) or 'cuda' (CuPy, with a GPU present)."""
+    """The array module for device 'cpu' (NumPy), 'cuda' (CuPy, with a GPU present) or 'auto'
+    (CuPy when it finds a GPU, else NumPy). ValueError with the fix if 'cuda' cannot run."""
+    if device == "auto":
+        try:
+            return backend("cuda")
+        except ValueError:
+            return np
     if device == "cpu":
         return np
     if device != "cuda":
-        raise ValueError(f"unknown device {device!r}: use 'cpu' or 'cuda'")
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'auto'")
     try:
         import cupy
     except ImportError:
@@ -72,6 +78,19 @@ def backend(device):
     if n == 0:
         raise ValueError("device 'cuda' needs a GPU, but CuPy finds none")
     return cupy
+
+
+def device_name(xp):
+    """'cpu' for NumPy, 'cuda' for CuPy."""
+    return "cpu" if xp is np else "cuda"
+
+
+def to_device(xp, params, opt=None):
+    """params (and AdamW's state, if given) as arrays of xp: a CPU checkpoint runs on a GPU.
+    -> params, opt"""
+    def move(tree):
+        return {k: xp.asarray(v) for k, v in tree.items()}
+    return move(params), (None if opt is None else {"step": opt["step"], "m": move(opt["m"]), "v": move(opt["v"])})
 
 
 # -----------------------------------------------------------------------------
@@ -642,18 +661,47 @@ def model_backward(dlogits, cache, cfg):
 
 
 def check_params(params, cfg):
+    if not isinstance(cfg, Config):
+        raise ValueError(f"cfg must be an infini.Config, got {type(cfg).__name__}")
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of arrays (infini.init_params), got {type(params).__name__}")
     shapes = param_shapes(cfg)
     missing = sorted(set(shapes) - set(params))
     extra = sorted(set(params) - set(shapes))
     if missing or extra:
         raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}")
-    dtype = params["wte"].dtype
+    for name in shapes:
+        if not hasattr(params[name], "dtype") or not hasattr(params[name], "shape"):
+            raise ValueError(f"param {name} must be a NumPy or CuPy array, got {type(params[name]).__name__}")
+    dtypes = [params[name].dtype for name in shapes]
+    dtype = max(set(dtypes), key=dtypes.count)  # the dtype most params have: blame the odd one out
     for name, shape in shapes.items():
         p = params[name]
         if tuple(p.shape) != shape:
             raise ValueError(f"param {name} has shape {tuple(p.shape)}, expected {shape}")
         if p.dtype != dtype or p.dtype.kind != "f":
             raise ValueError(f"param {name} has dtype {p.dtype}; all params must share one float dtype ({dtype})")
+
+
+def first_nonfinite(arrays):
+    """The name of the first array in the dict that holds a NaN or an infinity, else None."""
+    for name, a in arrays.items():
+        xp = get_array_module(a)
+        if not bool(xp.isfinite(a).all()):
+            return name
+    return None
+
+
+def check_finite_output(out, params):
+    """A non-finite output is a ValueError when a parameter is NaN or inf, naming the first one.
+    Only then are the parameters scanned, so the check costs nothing while all is finite; with
+    finite parameters a non-finite output (a diverged training step) is the caller's to handle."""
+    xp = get_array_module(out) if hasattr(out, "dtype") else np
+    if bool(xp.isfinite(out).all()):
+        return
+    bad = first_nonfinite(params)
+    if bad is not None:
+        raise ValueError(f"param {bad} holds NaN or inf values: the model's output is not finite")
 
 
 def check_tokens(idx, cfg, name="idx", lo=0):
@@ -677,6 +725,7 @@ def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
     check_params(params, cfg)
     check_tokens(idx, cfg)
     logits, _ = model_forward(params, idx, cfg, attention)
+    check_finite_output(logits, params)
     return logits
 
 
@@ -694,8 +743,10 @@ def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
         raise ValueError("targets are all -1: there is nothing to compute a loss on")
     logits, cache = model_forward(params, idx, cfg, attention)
     loss, c_ce = cross_entropy_forward(logits, targets)
+    loss = float(loss)
+    check_finite_output(loss, params)
     dlogits = cross_entropy_backward(1.0, c_ce)
-    return float(loss), model_backward(dlogits, cache, cfg)
+    return loss, model_backward(dlogits, cache, cfg)
 
 
 # -----------------------------------------------------------------------------
@@ -788,7 +839,9 @@ def forward_stream(params, idx, state, cfg):
         out, state = _stream_piece(params, idx[:, i:i + n], state, cfg)
         logits.append(out)
         i += n
-    return (logits[0] if len(logits) == 1 else xp.concatenate(logits, axis=1)), state
+    logits = logits[0] if len(logits) == 1 else xp.concatenate(logits, axis=1)
+    check_finite_output(logits, params)
+    return logits, state
 
 
 # -----------------------------------------------------------------------------
@@ -832,6 +885,17 @@ def adamw_step(params, grads, opt, lr, weight_decay=0.1, betas=(0.9, 0.95), eps=
             p *= 1.0 - lr_p * weight_decay                                 # decoupled decay
         # LAB 5 END
         p -= (lr_p / bias1) * m / (xp.sqrt(v / bias2) + eps)
+
+
+def cosine_lr(step, learning_rate, min_lr, warmup_iters, decay_iters):
+    """The learning rate at step: linear warmup to learning_rate over warmup_iters steps, then
+    cosine decay down to min_lr at decay_iters, and min_lr after it."""
+    if step < warmup_iters:
+        return learning_rate * (step + 1) / (warmup_iters + 1)
+    if step >= decay_iters:
+        return min_lr
+    ratio = (step - warmup_iters) / (decay_iters - warmup_iters)                  # 0 -> 1
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
 def clip_grad_norm(grads, max_norm):

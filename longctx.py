@@ -52,6 +52,7 @@ import infini
 # settings: plain variables, overridden by a config file or --key=value (configurator.py)
 # training (train.py's CLI, once per model; every model gets the same budget)
 train = False              # --train: train the four models first (else evaluate existing checkpoints)
+overwrite = False          # True: --train may replace the checkpoints already in out_prefix-<name>/
 models = "delta,linear,none,quadratic"  # which of the four; "quadratic" is memory none with N = block_size
 out_prefix = "out-lc"      # checkpoints go to out-lc-delta/, out-lc-linear/, out-lc-none/, out-lc-quadratic/
 block_size = 1024          # tokens per training sequence: 8 segments of 128
@@ -68,7 +69,7 @@ buckets = "0,256,1024,4096,16384,32768"  # position bucket edges (characters rea
 window = "chunked,sliding"  # how the models without memory read past their segment: chunked, sliding or both
 results = "out-lc-eval/results.json"  # everything measured (git-ignored, as every out*/ folder)
 plot = "assets/longctx_loss.png"  # loss against position ("" for none)
-device = "cpu"             # "cpu", "cuda" or "auto"
+device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"; for training and evaluation
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
 
@@ -89,11 +90,14 @@ def train_command(name, c):
             f"--segment_len={n}", f"--block_size={c['block_size']}", f"--batch_size={c['batch_size']}",
             f"--max_iters={c['max_iters']}", f"--lr_decay_iters={c['max_iters']}",
             f"--warmup_iters={min(100, c['max_iters'])}", f"--eval_interval={c['eval_interval']}",
-            f"--dataset={c['dataset']}"]
+            f"--dataset={c['dataset']}", f"--device={c['device']}", f"--overwrite={c['overwrite']}"]
 
 
 def train_all(c):
     """Run the trainings one after another. -> {name: seconds}."""
+    for name in parse_names(c["models"]):  # every out_dir is checked before the first training starts
+        checkpoint.remove_if_empty(checkpoint.claim_out_dir(f"{c['out_prefix']}-{name}", resume=False,
+                                                            overwrite=c["overwrite"]))
     times = {}
     for name in parse_names(c["models"]):
         cmd = train_command(name, c)
@@ -250,18 +254,10 @@ def footprint(params, cfg, T):
 # the whole evaluation and its tables
 
 
-def load(path, device="cpu"):
-    """-> params (on the device), cfg, meta of a train.py checkpoint."""
-    from train import pick_backend
-    params, _, meta = checkpoint.load_checkpoint(path)
-    xp, _ = pick_backend(device)
-    return {k: xp.asarray(v) for k, v in params.items()}, infini.Config(**meta["model"]), meta
-
-
-def evaluate(name, path, plays, edges, windows=WINDOWS, device="cpu"):
+def evaluate(name, path, plays, edges, windows=WINDOWS, device="auto"):
     """The rows of one checkpoint: one for a memory model (streamed), one per window mode
     for a model without memory. Each row is a dict (see report())."""
-    params, cfg, meta = load(path, device)
+    params, cfg, meta = checkpoint.load_model(path, device)
     vocab = max(int(ids.max()) for _, ids in plays) + 1
     if vocab > cfg.vocab_size:
         raise ValueError(f"{path}: the data has token ids up to {vocab - 1}, the model's vocab is {cfg.vocab_size}")
@@ -433,7 +429,15 @@ def validate(c):
 def main(c):
     t_start = time.time()
     try:
+        infini.backend(c["device"])  # --device=cuda without a GPU: say so before any work
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
         train_times = train_all(c) if c["train"] else {}
+    except checkpoint.OutDirError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -471,5 +475,4 @@ def main(c):
 
 
 if __name__ == "__main__":
-    argv = ["--train=True" if a == "--train" else a for a in sys.argv[1:]]  # a bare --train flag
-    sys.exit(main(configurator.apply(dict(DEFAULTS), argv, validate, __doc__)))
+    sys.exit(main(configurator.apply(dict(DEFAULTS), sys.argv[1:], validate, __doc__)))

@@ -97,7 +97,6 @@ import checkpoint
 import configurator
 import infini
 from kernels import parallel
-from train import pick_backend, to_device
 
 # settings: plain variables, overridden by a config file or --key=value (configurator.py)
 
@@ -108,7 +107,8 @@ init_from = "shipped"      # "shipped": the trained models in passkey_ckpt/<memo
                            # "scratch": train a new model; "resume": out_dir/<memory>/ckpt.npz, trained
                            #   on to its max_iters if it was interrupted, then evaluated
 train = False              # --train is short for --init_from=scratch (reproduce the shipped models)
-device = "cpu"             # "cpu", "cuda" (CuPy, one GPU) or "auto"; the shipped models and timings are the CPU's
+overwrite = False          # True: --train may replace the checkpoints already in out_dir/<memory>/
+device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"; the README's timings are the CPU's
 # model
 n_layer = 2
 n_head = 4
@@ -570,13 +570,10 @@ def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0):
 def get_lr(step, c):
     """Linear warmup to learning_rate, then cosine decay to min_lr at max_iters; the tune phase
     after it starts again, from tune_lr (warmup_iters) to tune_min_lr at max_iters + tune_iters."""
-    lr, min_lr, end = c["learning_rate"], c["min_lr"], c["max_iters"]
     if step >= c["max_iters"]:
-        step, lr, min_lr, end = step - c["max_iters"], c["tune_lr"], c["tune_min_lr"], c["tune_iters"]
-    if step < c["warmup_iters"]:
-        return lr * (step + 1) / (c["warmup_iters"] + 1)
-    ratio = min(1.0, (step - c["warmup_iters"]) / max(1, end - c["warmup_iters"]))
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (lr - min_lr)
+        return infini.cosine_lr(step - c["max_iters"], c["tune_lr"], c["tune_min_lr"], c["warmup_iters"],
+                                c["tune_iters"])
+    return infini.cosine_lr(step, c["learning_rate"], c["min_lr"], c["warmup_iters"], c["max_iters"])
 
 
 def n_max_at(step, c):
@@ -613,7 +610,6 @@ def model_config(c, mode):
 def train_model(c, mode, folder):
     """Train (or resume) one model in folder/ckpt.npz. -> params, cfg, meta."""
     ckpt_path, log_path = os.path.join(folder, "ckpt.npz"), os.path.join(folder, "log.jsonl")
-    os.makedirs(folder, exist_ok=True)
     if c["init_from"] == "resume":
         params, opt, meta = checkpoint.load_checkpoint(ckpt_path)
         if opt is None:
@@ -630,10 +626,11 @@ def train_model(c, mode, folder):
         params, step = init_model(c, mode), 0
     if c["init_from"] != "resume":
         opt, rng = infini.adamw_init(params), np.random.default_rng(c["seed"])
-        if os.path.exists(log_path):
-            os.remove(log_path)
+        for name in ("ckpt.npz", "model.npz", "log.jsonl"):               # --overwrite=True: a new run
+            if os.path.exists(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
     cfg = model_config(c, mode)
-    params, opt = to_device(infini.backend(c["device"]), params, opt)     # (a CPU checkpoint runs on a GPU)
+    params, opt = infini.to_device(infini.backend(c["device"]), params, opt)  # (a CPU checkpoint runs on a GPU)
 
     def save():
         meta = {"config": c, "model": {**vars(cfg)}, "step": step, "rng": rng.bit_generator.state,
@@ -722,12 +719,12 @@ def export_model(ckpt_path, path):
     checkpoint.save_checkpoint(path, params, None, meta)
 
 
-def load_model(path):
-    """A trained passkey model: params, cfg, meta (from checkpoint.py's .npz)."""
-    params, _, meta = checkpoint.load_checkpoint(path)
+def load_model(path, device="cpu"):
+    """A trained passkey model: params (on the device), cfg, meta (from checkpoint.py's .npz)."""
+    params, cfg, meta = checkpoint.load_model(path, device)
     if meta.get("vocab") != "".join(CHARS):
         raise checkpoint.CheckpointError(f"{path} is not a passkey model (another vocabulary)")
-    return params, infini.Config(**meta["model"]), meta
+    return params, cfg, meta
 
 
 # -----------------------------------------------------------------------------
@@ -795,8 +792,7 @@ def run_mode(c, mode):
         path = os.path.join(SHIPPED, f"{mode}.npz")
         if not os.path.exists(path):
             raise checkpoint.CheckpointError(f"no shipped checkpoint {path}: train one with --train")
-        params, cfg, meta = load_model(path)
-        params = {k: infini.backend(c["device"]).asarray(v) for k, v in params.items()}
+        params, cfg, meta = load_model(path, c["device"])
         print(f"[{mode}] loaded {os.path.relpath(path, ROOT)} ({meta['step']} steps, training inputs up to "
               f"{meta['train_len']} characters)")
     else:  # scratch, or resume: go on to the checkpoint's max_iters (a finished model is only evaluated)
@@ -886,16 +882,23 @@ def main(c):
     t0 = time.time()
     rows = {}
     try:
-        c["device"] = pick_backend(c["device"])[1]                         # "auto": cuda if CuPy finds a GPU
-    except ValueError as e:                                                # --device=cuda without a GPU
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        c["device"] = infini.device_name(infini.backend(c["device"]))     # "auto": cuda if CuPy finds a GPU
+        created = []  # every folder a training writes is checked before the first one starts
+        if c["init_from"] != "shipped":
+            for mode in modes:
+                created += checkpoint.claim_out_dir(os.path.join(c["out_dir"], mode),
+                                                    resume=c["init_from"] == "resume", overwrite=c["overwrite"])
+    except ValueError as e:                        # --device=cuda without a GPU; an out_dir that cannot be
+        print(f"error: {e}", file=sys.stderr)      # written or holds a trained run
+        return 2
     try:
         for mode in modes:
             rows[mode] = run_mode(c, mode)
     except (checkpoint.CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    finally:
+        checkpoint.remove_if_empty(created)
     if len(rows) > 1:
         lengths = sorted(set.intersection(*(set(map(int, r["results"])) for r in rows.values())))
         print(f"\npasskey retrieval, exact match % with the key at start/middle/end "
@@ -906,5 +909,4 @@ def main(c):
 
 
 if __name__ == "__main__":
-    argv = ["--train=True" if a == "--train" else a for a in sys.argv[1:]]  # a bare --train flag
-    sys.exit(main(configurator.apply(dict(DEFAULTS), argv, validate, __doc__)))
+    sys.exit(main(configurator.apply(dict(DEFAULTS), sys.argv[1:], validate, __doc__)))

@@ -15,22 +15,22 @@ import os
 import sys
 
 import numpy as np
+from tqdm import tqdm
 
 import checkpoint
 import configurator
 import infini
-from train import pick_backend
 
 # -----------------------------------------------------------------------------
 out_dir = "out-shakespeare-char"  # read out_dir/ckpt.npz (train.py's default out_dir)
 ckpt = ""               # a checkpoint path instead of out_dir/ckpt.npz
-device = "cpu"          # "cpu", "cuda" or "auto"
+device = "auto"         # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
 start = "\n"            # the prompt; "FILE:path" reads it from a file
-num_samples = 3
-max_new_tokens = 500
+num_samples = 3         # samples, one after another, each from the same prompt
+max_new_tokens = 500    # tokens generated per sample
 temperature = 0.8       # < 1 is more conservative, > 1 more random; 0 always takes the likeliest token
 top_k = 200             # sample among the top_k likeliest tokens only (0: all)
-seed = 1337
+seed = 1337             # the sampling's random numbers
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
 
@@ -78,11 +78,13 @@ def load_tokenizer(meta):
 
 def load_model(ckpt_path, device="cpu"):
     """-> params (on the device), cfg (infini.Config), tokenizer. CheckpointError if unreadable."""
-    params, _, meta = checkpoint.load_checkpoint(ckpt_path)
-    xp, _ = pick_backend(device)
-    cfg = infini.Config(**meta["model"])
-    params = {k: xp.asarray(v) for k, v in params.items()}
+    params, cfg, meta = checkpoint.load_model(ckpt_path, device)
+    if not isinstance(meta.get("tokenizer"), dict) or meta["tokenizer"].get("kind") not in ("char", "bpe", "tiktoken"):
+        raise checkpoint.CheckpointError(f"{ckpt_path} holds no tokenizer that sample.py can read")
     return params, cfg, load_tokenizer(meta["tokenizer"])
+
+
+PROGRESS_FROM = 64  # prompts of this many segments or more show a progress bar while they are read
 
 
 def prefill(params, cfg, ids, state):
@@ -90,8 +92,10 @@ def prefill(params, cfg, ids, state):
     -> logits (V,) after the last one, and the state."""
     xp = infini.get_array_module(params["wte"])
     ids = xp.asarray(np.asarray(ids, dtype=np.int64)[None, :])             # (1,T)
-    for i in range(0, ids.shape[1], cfg.segment_len):                     # (1,<=N,V) logits at a time
-        logits, state = infini.forward_stream(params, ids[:, i:i + cfg.segment_len], state, cfg)
+    starts = range(0, ids.shape[1], cfg.segment_len)
+    for i in tqdm(starts, desc="reading the prompt", unit="segment", disable=len(starts) < PROGRESS_FROM,
+                  file=sys.stderr, dynamic_ncols=True, leave=False):
+        logits, state = infini.forward_stream(params, ids[:, i:i + cfg.segment_len], state, cfg)  # (1,<=N,V)
     return logits[0, -1], state
 
 
@@ -100,11 +104,11 @@ def pick_token(logits, temperature, top_k, rng):
     logits = infini.to_numpy(logits).astype(np.float64)
     if temperature == 0:
         return int(np.argmax(logits))
-    logits = logits / temperature
+    logits = (logits - logits.max()) / temperature                        # <= 0: no overflow at tiny temperatures
     if 0 < top_k < logits.size:
         kth = np.partition(logits, -top_k)[-top_k]                         # the k-th largest
         logits = np.where(logits < kth, -np.inf, logits)
-    p = np.exp(logits - logits.max())
+    p = np.exp(logits)                                                     # the likeliest token has p = 1
     return int(rng.choice(logits.size, p=p / p.sum()))
 
 
@@ -129,15 +133,20 @@ def generate(params, cfg, prompt_ids, max_new_tokens, temperature=1.0, top_k=0, 
 def read_prompt(start):
     """The --start text, or the contents of the file after FILE:."""
     if start.startswith("FILE:"):
-        with open(start[len("FILE:"):], encoding="utf-8") as f:
-            return f.read()
+        path = start[len("FILE:"):]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--start: {path} is not UTF-8 text (byte {e.start}: {e.reason})") from None
     return start
 
 
 def main(c):
     path = c["ckpt"] or os.path.join(c["out_dir"], "ckpt.npz")
     if not os.path.exists(path):
-        configurator.fail(f"no checkpoint at {path}: run train.py first (or pass --out_dir / --ckpt)")
+        print(f"error: no checkpoint at {path}: run train.py first (or pass --out_dir / --ckpt)", file=sys.stderr)
+        return 1
     try:
         params, cfg, tok = load_model(path, c["device"])
         text = read_prompt(c["start"])

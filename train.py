@@ -1,7 +1,7 @@
 """
 Train an Infini-Transformer (infini.py) on Shakespeare's plays.
 
-    python train.py                                   # char-level, 2 CPU cores, ~7 minutes
+    python train.py                                   # char-level, 2 CPU cores, ~4 minutes
     python train.py config/train_shakespeare_char_gpu.py        # a larger model on one GPU
     python train.py --memory=none --out_dir=out-none            # the local-attention baseline
     python train.py --init_from=resume --max_iters=2000         # go on from out_dir/ckpt.npz
@@ -13,7 +13,10 @@ out_dir/log.jsonl, redraws out_dir/loss.png and saves out_dir/ckpt.npz (checkpoi
 Ctrl-C saves a checkpoint of the last finished step; --init_from=resume then goes on
 exactly as if nothing had happened (on the CPU: the same losses, bit for bit). On resume
 the settings are the checkpoint's, except those given again (say a larger max_iters);
-the model and the dataset always come from the checkpoint.
+the model and the dataset always come from the checkpoint. A new run never replaces a
+trained one by accident: an out_dir that holds a checkpoint is refused unless
+--overwrite=True, and every setting, the data and the folder are checked before anything
+in out_dir is touched.
 
 On a machine whose cores are busy with other work, OPENBLAS_NUM_THREADS=1 python train.py
 can be many times faster: BLAS threads that wait for a busy core spin instead of working.
@@ -38,42 +41,43 @@ import infini
 from kernels import parallel
 
 # -----------------------------------------------------------------------------
-# default settings: a 4-layer char model that trains in ~7 minutes on 2 CPU cores
+# default settings: a 4-layer char model that trains in about 4 minutes on 2 CPU cores
 # (config/train_shakespeare_char.py repeats them)
 # I/O
-out_dir = "out-shakespeare-char"
+out_dir = "out-shakespeare-char"  # ckpt.npz, log.jsonl and loss.png go here
 eval_interval = 100        # evaluate, log and save a checkpoint every this many steps
 eval_iters = 12            # batches per split in each evaluation
 log_interval = 10          # refresh the progress bar's loss and tokens/s every this many steps
 always_save_checkpoint = True  # False: save at an evaluation only when the val loss improved
 init_from = "scratch"      # "scratch" or "resume" (from out_dir/ckpt.npz)
+overwrite = False          # True: a new run may replace the checkpoint already in out_dir
 # data
 dataset = "shakespeare_char"  # "shakespeare_char" (characters) or "shakespeare" (BPE)
 data_dir = ""              # "" = data/<dataset>; prepared there on first use
-batch_size = 12
+batch_size = 12            # sequences per optimiser step
 block_size = 256           # tokens per training sequence: 4 segments, so the memory is used
 # model
-n_layer = 4
-n_head = 4
-d_model = 128
+n_layer = 4                # L: transformer blocks
+n_head = 4                 # H: heads per block
+d_model = 128              # C: width of the residual stream
 segment_len = 64           # N: tokens per segment of local attention
 memory = "delta"           # "delta" (Eq. 9), "linear" (Eq. 8) or "none" (local attention only)
 bptt_segments = 0          # 0: back-propagate through the memory over the whole sequence
 # AdamW
 learning_rate = 2e-3       # peak learning rate
-max_iters = 1000
-weight_decay = 0.1
-beta1 = 0.9
-beta2 = 0.95
+max_iters = 1000           # optimiser steps in all
+weight_decay = 0.1         # decoupled weight decay on the matrices (not on norms and gates)
+beta1 = 0.9                # AdamW's first-moment decay
+beta2 = 0.95               # AdamW's second-moment decay
 grad_clip = 1.0            # clip the global gradient norm to this (0: off)
 beta_lr_mult = 10.0        # the gates' learning rate is this times larger (SPEC.md, pitfalls)
 # learning rate schedule: linear warmup, then cosine decay down to min_lr
-warmup_iters = 100
-lr_decay_iters = 1000
-min_lr = 2e-4
+warmup_iters = 100         # steps of linear warmup from 0 to learning_rate
+lr_decay_iters = 0         # the cosine reaches min_lr at this step (0: at max_iters, the end of the run)
+min_lr = 2e-4              # the learning rate at the end of the decay
 # system
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
-seed = 1337
+seed = 1337                # initial weights and the order of the training batches
 threads = 0                # CPU: split each batch across this many threads (0: one per core)
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
@@ -81,6 +85,8 @@ DEFAULTS = configurator.defaults(globals())
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATASETS = ("shakespeare_char", "shakespeare")
 MODEL_KEYS = ("n_layer", "n_head", "d_model", "segment_len", "memory", "bptt_segments")
+RUN_FILES = ("ckpt.npz", "log.jsonl", "loss.png")  # what a run writes into out_dir
+PROGRESS_KEYS = ("step", "last_eval_step", "best_val_loss", "elapsed", "eval")  # where a run stands
 
 
 class TrainingDiverged(Exception):
@@ -90,18 +96,18 @@ class TrainingDiverged(Exception):
 def validate(c):
     """Impossible settings -> ValueError naming the key (configurator makes it a one-line error)."""
     for key in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "max_iters",
-                "n_layer", "n_head", "d_model", "segment_len", "lr_decay_iters"):
+                "n_layer", "n_head", "d_model", "segment_len"):
         if c[key] < 1:
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta_lr_mult", "warmup_iters",
-                "bptt_segments", "seed", "threads"):
+                "lr_decay_iters", "bptt_segments", "seed", "threads"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["learning_rate"] == 0:
         raise ValueError("--learning_rate must be positive, got 0")
     if c["min_lr"] > c["learning_rate"]:
         raise ValueError(f"--min_lr ({c['min_lr']}) must not exceed --learning_rate ({c['learning_rate']})")
-    if c["warmup_iters"] > c["lr_decay_iters"]:
+    if c["lr_decay_iters"] and c["warmup_iters"] > c["lr_decay_iters"]:
         raise ValueError(f"--warmup_iters ({c['warmup_iters']}) must not exceed --lr_decay_iters "
                          f"({c['lr_decay_iters']})")
     for key in ("beta1", "beta2"):
@@ -119,21 +125,9 @@ def validate(c):
                   segment_len=c["segment_len"], memory=c["memory"], bptt_segments=c["bptt_segments"])
 
 
-def pick_backend(device):
-    """-> (xp, device name). 'auto' takes the GPU when CuPy finds one, else the CPU."""
-    if device == "auto":
-        try:
-            return infini.backend("cuda"), "cuda"
-        except ValueError:
-            return np, "cpu"
-    return infini.backend(device), device  # ValueError with a clear message if there is no GPU
-
-
-def to_device(xp, params, opt):
-    """params and AdamW state as arrays of xp (NumPy or CuPy). -> params, opt"""
-    def move(tree):
-        return {k: xp.asarray(v) for k, v in tree.items()}
-    return move(params), {"step": opt["step"], "m": move(opt["m"]), "v": move(opt["v"])}
+def decay_iters(c):
+    """The step where the cosine reaches min_lr: lr_decay_iters, or the end of the run if 0."""
+    return c["lr_decay_iters"] or c["max_iters"]
 
 
 # -----------------------------------------------------------------------------
@@ -150,17 +144,29 @@ def load_prepare(dataset):
 
 
 def ensure_dataset(dataset, data_dir, plays=None):
-    """Run data/<dataset>/prepare.py's prepare() into data_dir if its files are missing."""
+    """Run data/<dataset>/prepare.py's prepare() into data_dir if its files are missing.
+    ValueError (one line) if data_dir cannot be written."""
     if all(os.path.exists(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin", "meta.pkl")):
         return
     print(f"{data_dir} has no prepared data yet: running data/{dataset}/prepare.py")
-    load_prepare(dataset).prepare(out_dir=data_dir, plays=plays)
+    try:
+        load_prepare(dataset).prepare(out_dir=data_dir, plays=plays)
+    except OSError as e:
+        raise ValueError(f"cannot prepare the data in {data_dir}: {e.strerror or e} "
+                         f"(pass --data_dir=<a folder you can write>)") from None
 
 
-def load_dataset(data_dir):
-    """-> train ids, val ids (np.uint16 memmaps), and the dataset's meta dict."""
+def load_dataset(data_dir, dataset):
+    """-> train ids, val ids (np.uint16 memmaps), and the dataset's meta dict. ValueError if
+    data_dir holds another dataset than `dataset` (a char folder has itos, a BPE one an encoding)."""
     with open(os.path.join(data_dir, "meta.pkl"), "rb") as f:
         meta = pickle.load(f)
+    kind = "shakespeare_char" if "itos" in meta else "shakespeare" if "encoding" in meta else None
+    if kind is None:
+        raise ValueError(f"--data_dir={data_dir}: its meta.pkl describes no dataset this script knows")
+    if kind != dataset:
+        raise ValueError(f"--data_dir={data_dir} holds the {kind} dataset, not {dataset}: "
+                         f"pass --dataset={kind} or another --data_dir")
     splits = [np.memmap(os.path.join(data_dir, f"{s}.bin"), dtype=np.uint16, mode="r") for s in ("train", "val")]
     return splits[0], splits[1], meta
 
@@ -196,13 +202,8 @@ def get_batch(data, batch_size, block_size, rng):
 
 
 def get_lr(step, c):
-    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters."""
-    if step < c["warmup_iters"]:
-        return c["learning_rate"] * (step + 1) / (c["warmup_iters"] + 1)
-    if step >= c["lr_decay_iters"]:
-        return c["min_lr"]
-    ratio = (step - c["warmup_iters"]) / (c["lr_decay_iters"] - c["warmup_iters"])  # 0 -> 1
-    return c["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (c["learning_rate"] - c["min_lr"])
+    """Linear warmup to learning_rate, then cosine decay to min_lr (infini.cosine_lr)."""
+    return infini.cosine_lr(step, c["learning_rate"], c["min_lr"], c["warmup_iters"], decay_iters(c))
 
 
 def estimate_loss(params, cfg, splits, c, step, xp):
@@ -297,7 +298,7 @@ def train(config=None):
     c = {**DEFAULTS, **config}
     validate(c)
     out = c["out_dir"]
-    ckpt_path, log_path, plot_path = (os.path.join(out, f) for f in ("ckpt.npz", "log.jsonl", "loss.png"))
+    ckpt_path, log_path = os.path.join(out, "ckpt.npz"), os.path.join(out, "log.jsonl")
 
     # the model, the optimiser and the data stream: new, or exactly as the checkpoint left them
     if c["init_from"] == "resume":
@@ -313,19 +314,26 @@ def train(config=None):
              **{k: v for k, v in config.items() if k not in fixed}, "out_dir": out, "init_from": "resume"}
         validate(c)
         cfg = infini.Config(**meta["model"])
-        step, last_eval_step, best_val = meta["step"], meta["last_eval_step"], meta["best_val_loss"]
-        elapsed, last_eval = meta["elapsed"], meta["eval"]
+        progress = {k: meta[k] for k in PROGRESS_KEYS}
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng"]
-    xp, device_name = pick_backend(c["device"])                           # before any slow work
+    xp = infini.backend(c["device"])                                       # before any slow work
+    device_name = infini.device_name(xp)
     data_dir = c["data_dir"] or os.path.join(ROOT, "data", c["dataset"])
     ensure_dataset(c["dataset"], data_dir)
-    train_data, val_data, data_meta = load_dataset(data_dir)
+    train_data, val_data, data_meta = load_dataset(data_dir, c["dataset"])
+    splits = {"train": train_data, "val": val_data}
+    for name, data in splits.items():
+        if len(data) <= c["block_size"]:
+            raise ValueError(f"the {name} split ({len(data):,} tokens) is too short for "
+                             f"--block_size={c['block_size']}")
     tokenizer = tokenizer_meta(c["dataset"], data_dir, data_meta)
+    if c["init_from"] == "resume" and tokenizer != meta["tokenizer"]:
+        raise checkpoint.CheckpointError(f"the data in {data_dir} has another tokenizer than {ckpt_path}")
+    # everything is checked: only now is out_dir touched
+    created = checkpoint.claim_out_dir(out, resume=c["init_from"] == "resume", overwrite=c["overwrite"])
     if c["init_from"] == "resume":
-        if tokenizer != meta["tokenizer"]:
-            raise checkpoint.CheckpointError(f"the data in {data_dir} has another tokenizer than {ckpt_path}")
-        entries = read_log(log_path, max_step=step)  # forget log lines written after the checkpoint
+        entries = read_log(log_path, max_step=progress["step"])  # forget log lines written after the checkpoint
         with open(log_path, "w") as f:
             f.writelines(json.dumps(e) + "\n" for e in entries)
     else:
@@ -334,13 +342,27 @@ def train(config=None):
                             bptt_segments=c["bptt_segments"])
         params = infini.init_params(cfg, seed=c["seed"])
         opt = infini.adamw_init(params)
-        step, last_eval_step, best_val, elapsed, last_eval = 0, None, None, 0.0, {}
+        progress = {"step": 0, "last_eval_step": None, "best_val_loss": None, "elapsed": 0.0, "eval": {}}
         rng = np.random.default_rng(c["seed"])                         # the training data stream
-        if os.path.exists(log_path):
-            os.remove(log_path)                                        # a new run: a new log
-    os.makedirs(out, exist_ok=True)
-    params, opt = to_device(xp, params, opt)
-    splits = {"train": train_data, "val": val_data}
+        for f in RUN_FILES:                                            # --overwrite=True: a new run
+            if os.path.exists(os.path.join(out, f)):
+                os.remove(os.path.join(out, f))
+    params, opt = infini.to_device(xp, params, opt)
+    try:
+        return train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name)
+    finally:
+        checkpoint.remove_if_empty(created)  # a run that stopped before writing anything leaves no folder
+
+
+def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name):
+    """train()'s loop: from progress (the checkpoint's step, last_eval_step, best_val_loss,
+    elapsed, eval) to max_iters, evaluating and saving on the way. -> train()'s summary."""
+    out = c["out_dir"]
+    ckpt_path, log_path, plot_path = (os.path.join(out, f) for f in RUN_FILES)
+    train_data = splits["train"]
+    xp = infini.get_array_module(params["wte"])
+    step, last_eval_step, best_val = progress["step"], progress["last_eval_step"], progress["best_val_loss"]
+    elapsed, last_eval = progress["elapsed"], progress["eval"]
 
     saved_step = step if c["init_from"] == "resume" else None              # the checkpoint on disk
 
@@ -427,11 +449,11 @@ def main(config):
     except TrainingDiverged as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except checkpoint.CheckpointError as e:  # none to resume from, or a corrupt one
+    except checkpoint.CheckpointError as e:  # none to resume from, a corrupt one, a failed save
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except ValueError as e:  # --device=cuda without a GPU, a split shorter than block_size
-        print(f"error: {e}", file=sys.stderr)
+    except ValueError as e:  # --device=cuda without a GPU, a split shorter than block_size, an out_dir
+        print(f"error: {e}", file=sys.stderr)  # that cannot be written or holds another run
         return 2
     except KeyboardInterrupt:  # a second Ctrl-C
         print("\ninterrupted: stopped without saving", file=sys.stderr)

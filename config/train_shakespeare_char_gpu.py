@@ -22,7 +22,7 @@ memory = "delta"
 
 learning_rate = 1e-3
 max_iters = 5000
-lr_decay_iters = 5000
+lr_decay_iters = 0    # the cosine ends at max_iters
 min_lr = 1e-4
 warmup_iters = 200
 weight_decay = 0.1

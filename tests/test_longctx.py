@@ -42,7 +42,7 @@ def direct_losses(params, cfg, ids):
 
 @pytest.mark.parametrize("memory", ["delta", "linear", "none"])
 def test_streamed_losses_equal_one_forward(tmp_path, memory):
-    params, cfg, meta = longctx.load(saved(tmp_path, memory))
+    params, cfg, meta = checkpoint.load_model(saved(tmp_path, memory))
     assert meta["step"] == 7 and params["wte"].dtype == np.float64
     rng = np.random.default_rng(1)
     plays = [("a", rng.integers(0, V, 30)), ("b", rng.integers(0, V, 21)), ("c", rng.integers(0, V, 30))]
@@ -58,7 +58,7 @@ def test_streamed_losses_equal_one_forward(tmp_path, memory):
 
 def test_memory_changes_late_losses(tmp_path):
     """Sanity of the test model: with memory, a token in segment 2 depends on segment 0."""
-    params, cfg, _ = longctx.load(saved(tmp_path, "delta"))
+    params, cfg, _ = checkpoint.load_model(saved(tmp_path, "delta"))
     ids = np.random.default_rng(2).integers(0, V, 30)
     other = ids.copy()
     other[:8] = (other[:8] + 1) % V                                        # change segment 0 only
@@ -67,7 +67,7 @@ def test_memory_changes_late_losses(tmp_path):
 
 
 def test_chunked_and_sliding_windows(tmp_path):
-    params, cfg, _ = longctx.load(saved(tmp_path, "none"))
+    params, cfg, _ = checkpoint.load_model(saved(tmp_path, "none"))
     N = cfg.segment_len
     ids = np.random.default_rng(3).integers(0, V, 30)
     # streaming a model without memory = independent chunks of N tokens
@@ -84,7 +84,7 @@ def test_chunked_and_sliding_windows(tmp_path):
         want = direct_losses(params, cfg, ids[w0:t1 + 1])[t - w0]
         assert abs(sliding[0, t] - want) < 1e-10
     with pytest.raises(ValueError, match="without memory"):
-        longctx.sliding_losses(*longctx.load(saved(tmp_path, "delta"))[:2], ids[None])
+        longctx.sliding_losses(*checkpoint.load_model(saved(tmp_path, "delta"))[:2], ids[None])
 
 
 def test_bucket_means():
@@ -148,7 +148,7 @@ def test_evaluation_end_to_end(tmp_path, capsys):
     import json
     res = json.load(open(tmp_path / "r.json"))
     delta = res["rows"][0]
-    direct = np.concatenate([direct_losses(*longctx.load(paths["delta"])[:2], ids) for _, ids in plays])
+    direct = np.concatenate([direct_losses(*checkpoint.load_model(paths["delta"])[:2], ids) for _, ids in plays])
     assert abs(delta["loss"] - direct.mean()) < 1e-9
     assert open(tmp_path / "loss.png", "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 

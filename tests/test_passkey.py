@@ -408,7 +408,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
         pytest.skip("a GPU is present")
     except ValueError:
         pass
-    assert pk.main(tiny_settings(tmp_path, device="cuda")) == 1
+    assert pk.main(tiny_settings(tmp_path, device="cuda")) == 2           # as train.py and sample.py
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "cuda" in err.lower()
     assert not (tmp_path / "delta").exists()                               # nothing written
