@@ -3,6 +3,7 @@ bench.py: how fast is infini.py? Training steps and streaming inference, measure
 
     python bench.py                              # CPU config, every memory mode
     python bench.py --compare=torch              # and PyTorch eager, side by side
+                                                 #   (pip install -r requirements-compare.txt first)
     python bench.py --stream                     # streaming: 4K vs 1M tokens, time and memory
     python bench.py --config=gpu --device=cuda --compare=torch
 
@@ -239,11 +240,16 @@ def main(argv=None):
             ap.error(f"unknown memory mode {m!r} in --modes")
     try:
         xp = infini.backend(args.device)
-        if args.compare == "torch":
-            import torch  # noqa: F401
-    except (ValueError, ImportError) as e:
-        print(f"bench.py: {e}", file=sys.stderr)
+    except ValueError as e:  # --device=cuda without CuPy or a GPU
+        print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.compare == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("error: --compare=torch needs PyTorch, which the project itself does not: "
+                  "pip install -r requirements-compare.txt", file=sys.stderr)
+            return 2
     if args.malloc == "keep":
         print(f"malloc: freed memory kept for reuse: {parallel.keep_freed_memory()}")
     if args.stream:

@@ -104,7 +104,8 @@ def pick_token(logits, temperature, top_k, rng):
     logits = infini.to_numpy(logits).astype(np.float64)
     if temperature == 0:
         return int(np.argmax(logits))
-    logits = (logits - logits.max()) / temperature                        # <= 0: no overflow at tiny temperatures
+    with np.errstate(over="ignore"):                                       # a tiny temperature: -inf, as it should
+        logits = (logits - logits.max()) / temperature                    # <= 0, so exp never overflows
     if 0 < top_k < logits.size:
         kth = np.partition(logits, -top_k)[-top_k]                         # the k-th largest
         logits = np.where(logits < kth, -np.inf, logits)

@@ -24,36 +24,7 @@ import sample
 import train
 from kernels import parallel
 
-ROOT = Path(__file__).resolve().parent.parent
-SUBSET = ["the-comedy-of-errors", "macbeth", "the-tempest"]  # the-tempest becomes the val split
-
-TINY = dict(n_layer=1, n_head=2, d_model=16, segment_len=8, block_size=32, batch_size=4, eval_iters=2,
-            eval_interval=10, log_interval=1, learning_rate=1e-2, min_lr=1e-3, warmup_iters=2,
-            lr_decay_iters=40, max_iters=40, device="cpu", seed=7)
-
-
-def run(script, *args):
-    """Run a script as a person would; -> CompletedProcess with text stdout and stderr."""
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-def one_line_error(stderr, *words):
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:"), stderr
-    assert "Traceback" not in stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
-
-@pytest.fixture(scope="module")
-def char_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shakespeare_char")
-    train.load_prepare("shakespeare_char").prepare(out_dir=str(out), plays=SUBSET)
-    return str(out)
-
-
-def tiny(char_dir, out_dir, **overrides):
-    return {**TINY, "data_dir": char_dir, "out_dir": str(out_dir), **overrides}
+from scripts import ROOT, SUBSET, TINY, one_line_error, run, tiny  # noqa: F401
 
 
 @pytest.fixture(scope="module")
