@@ -5,6 +5,7 @@ bench.py: how fast is infini.py? Training steps and streaming inference, measure
     python bench.py --compare=torch              # and PyTorch eager, side by side
                                                  #   (pip install -r requirements-compare.txt first)
     python bench.py --stream                     # streaming: 4K vs 1M tokens, time and memory
+    python bench.py --checks                     # the cost of the model's NaN/inf check per step
     python bench.py --config=gpu --device=cuda --compare=torch
 
 A training step is what train.py does: forward, backward, gradient clipping, AdamW. On the
@@ -178,6 +179,32 @@ def bench_training(args, xp):
     return rows
 
 
+def bench_checks(args, xp):
+    """The cost of the model's check for NaN/inf parameters (infini.check_finite_output):
+    train.py's step with the check, and with it switched off, taking turns."""
+    model, B, T = CONFIGS[args.config]
+    B = args.batch_size or B
+    cfg = infini.Config(memory="delta", **model)
+    params = {k: xp.asarray(v) for k, v in infini.init_params(cfg, seed=0).items()}
+    data = np.random.default_rng(0).integers(0, model["vocab_size"], (B, T + 1))
+    batch = (xp.asarray(data[:, :-1]), xp.asarray(data[:, 1:]))
+    checked = our_trainer(cfg, params, xp, args.threads)
+    unchecked_step = our_trainer(cfg, {k: v.copy() for k, v in params.items()}, xp, args.threads)
+    real = infini.check_finite_output
+
+    def unchecked(idx, targets):
+        infini.check_finite_output = lambda out, params: None
+        try:
+            return unchecked_step(idx, targets)
+        finally:
+            infini.check_finite_output = real
+
+    on, off = time_steps([checked, unchecked], [batch, batch], args.warmup, args.repeats)
+    print(f"training step, config '{args.config}', memory delta: with the NaN/inf check {on * 1e3:.1f} ms, "
+          f"without {off * 1e3:.1f} ms: the check costs {100 * (on - off) / off:+.2f}% (medians)")
+    return on, off
+
+
 def bench_streaming(args, xp):
     model, _, _ = CONFIGS[args.config]
     cfg = infini.Config(memory="delta", **model)
@@ -233,6 +260,8 @@ def main(argv=None):
                     help="keep: freed memory is reused (kernels/parallel.py keep_freed_memory, "
                          "as train.py does); default: glibc's own settings. Applies to torch too")
     ap.add_argument("--stream", action="store_true", help="measure streaming inference instead")
+    ap.add_argument("--checks", action="store_true",
+                    help="measure the cost of the model's NaN/inf check on a training step instead")
     ap.add_argument("--stream_tokens", type=int, default=1_000_000)
     args = ap.parse_args(argv)
     for m in args.modes.split(","):
@@ -252,7 +281,9 @@ def main(argv=None):
             return 2
     if args.malloc == "keep":
         print(f"malloc: freed memory kept for reuse: {parallel.keep_freed_memory()}")
-    if args.stream:
+    if args.checks:
+        bench_checks(args, xp)
+    elif args.stream:
         bench_streaming(args, xp)
     else:
         bench_training(args, xp)

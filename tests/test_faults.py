@@ -339,3 +339,9 @@ def test_help_says_what_each_setting_does():
     lines = {line.split("=")[0].strip(): line for line in r.stdout.splitlines() if line.startswith("  ")}
     assert "evaluate, log and save a checkpoint" in lines["eval_interval"]
     assert all("#" in lines[k] for k in train.DEFAULTS), [k for k in train.DEFAULTS if "#" not in lines[k]]
+
+
+def test_bench_measures_the_cost_of_the_nan_check():
+    r = run("bench.py", "--checks", "--config=tiny", "--repeats=2", "--warmup=0")
+    assert r.returncode == 0, r.stderr
+    assert "the check costs" in r.stdout and "%" in r.stdout
