@@ -32,7 +32,6 @@ matmuls on the same device.
 """
 
 import argparse
-import math
 import sys
 import time
 import tracemalloc

@@ -4,7 +4,6 @@ input is a one-line error with a non-zero exit status (1: the run failed, a miss
 checkpoint, a failed save; 2: the command asks for something that cannot be).
 """
 import errno
-import json
 import os
 import pickle
 import signal
