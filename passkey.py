@@ -371,20 +371,18 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
         if cfg.memory == "none" or (open_heads is not None and not bool(open_heads.any())):
             return dh, dwq, dwk, dwv, dwo, dbeta
         columns = None if open_heads is None else infini.get_array_module(dout).repeat(open_heads, cfg.head_size)
-        dh_k, dwk_pen = penalty_backward(cache[1], key_strength, key_margin, columns)    # c_k of k = h @ wk
-        dh_q, dwq_pen = penalty_backward(cache[0], query_strength, query_margin, columns)  # c_q of q = h @ wq
+        dh_k, dwk_pen = penalty_backward(cache["k"], cache["c_k"], key_strength, key_margin, columns)
+        dh_q, dwq_pen = penalty_backward(cache["q"], cache["c_q"], query_strength, query_margin, columns)
         return dh + dh_k + dh_q, dwq + dwq_pen, dwk + dwk_pen, dwv, dwo, dbeta
 
-    def penalty_backward(c, strength, margin, columns):
-        # d/d(h, w) of strength * mean(relu(h @ w + margin)): a matmul's backward of its step
+    def penalty_backward(a, c_matmul, strength, margin, columns):
+        # d/d(h, w) of strength * mean(relu(a + margin)), a = h @ w (B,T,C): the matmul's backward of its step
         if strength <= 0:
             return 0.0, 0.0
-        h, w = c
-        a = h @ w                                                          # (B,T,C)
         step = a > -margin
         if columns is not None:                                            # (C,): the open heads' columns only
             step &= columns
-        return infini.matmul_backward(step.astype(a.dtype) * (strength / a.size), c)
+        return infini.matmul_backward(step.astype(a.dtype) * (strength / a.size), c_matmul)
     return forward, backward
 
 

@@ -228,8 +228,12 @@ def test_layer_started_from_a_memory(memory):
     cfg = infini.Config(vocab_size=11, n_layer=1, n_head=2, d_model=8, segment_len=4, memory=memory)
     params = random_params(cfg)
     h = randn(2, 14, 8, seed=3)                       # 2 whole segments, then 6 more tokens
-    full, cache = infini.attention_forward(h, params, 0, cfg)
-    _, M, z, _, _ = cache[3][2][3][2]                 # segment 2's read: (sq, M, z, out, den)
+    full, _ = infini.attention_forward(h, params, 0, cfg)
+    Q, K, V = (infini.split_heads(h[:, :8] @ params[f"h.0.w{x}"], 2) for x in "qkv")   # h1: (B,H,8,D)
+    M, z = np.zeros((2, 2, 4, 4)), np.zeros((2, 2, 4))
+    for t0 in (0, 4):                                 # the memory that h1's two segments leave
+        _, M, z, _ = infini.infini_segment_forward(Q[:, :, t0:t0 + 4], K[:, :, t0:t0 + 4], V[:, :, t0:t0 + 4],
+                                                   M, z, params["h.0.beta"], memory)
     rest, _ = infini.attention_forward(h[:, 8:], params, 0, cfg, memory=(M, z))
     assert np.allclose(rest, full[:, 8:], rtol=1e-12, atol=1e-12)
     assert not np.allclose(rest, infini.attention_forward(h[:, 8:], params, 0, cfg)[0])
