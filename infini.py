@@ -745,10 +745,12 @@ def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
     return logits
 
 
-def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
+def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION, weights=None, return_logits=False):
     """Mean cross-entropy over targets != -1, and its gradient for every parameter.
 
     attention: see model_forward (kernels.fast.ATTENTION is a batched pair checked against it).
+    weights (B,T), optional: a weight per target; the loss is then sum(w * ce) / sum(w).
+    return_logits: also return the forward's logits (B,T,V), say for an accuracy.
     """
     check_params(params, cfg)
     check_tokens(idx, cfg)
@@ -757,12 +759,15 @@ def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
         raise ValueError(f"targets shape {tuple(targets.shape)} differs from idx shape {tuple(idx.shape)}")
     if not bool((targets != -1).any()):
         raise ValueError("targets are all -1: there is nothing to compute a loss on")
+    if weights is not None:
+        check_weights(weights, targets)
     logits, cache = model_forward(params, idx, cfg, attention)
-    loss, c_ce = cross_entropy_forward(logits, targets)
+    loss, c_ce = cross_entropy_forward(logits, targets, weights)
     loss = float(loss)
     check_finite_output(loss, params)
     dlogits = cross_entropy_backward(1.0, c_ce)
-    return loss, model_backward(dlogits, cache, cfg)
+    grads = model_backward(dlogits, cache, cfg)
+    return (loss, grads, logits) if return_logits else (loss, grads)
 
 
 # -----------------------------------------------------------------------------
