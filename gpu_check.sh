@@ -53,14 +53,14 @@ if want passkey; then
     step 200 passkey.txt $PY passkey.py --device=cuda --out_dir=$PK/shipped
     step 120 passkey.txt $PY passkey.py --device=cuda --memory=delta --eval_lengths=4096,1000000 \
         --eval_depths=0,0.5,1 --out_dir=$PK/1m
-    # 300 + 100 training steps on the GPU and, at the same time, on the CPU: the same losses
-    TRAIN="passkey.py --train --memory=delta --delta_from_linear=False --max_iters=300 --tune_iters=100
+    # 300 + 100 training steps of linear on the GPU and, at the same time, on the CPU: the same losses
+    TRAIN="passkey.py --train --memory=linear --max_iters=300 --tune_iters=100
            --eval_lengths=1452 --eval_samples=2"
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 timeout 300 $PY $TRAIN --device=cpu --out_dir=$PK/cpu \
         > "$OUT/passkey_train_cpu.txt" 2>&1 &
     step 150 passkey_train.txt $PY $TRAIN --device=cuda --out_dir=$PK/cuda
     wait
-    $PY - $PK/cpu/delta/log.jsonl $PK/cuda/delta/log.jsonl <<'EOF' 2>&1 | tee -a "$OUT/passkey_train.txt"
+    $PY - $PK/cpu/linear/log.jsonl $PK/cuda/linear/log.jsonl <<'EOF' 2>&1 | tee -a "$OUT/passkey_train.txt"
 import json, sys
 cpu, gpu = ([json.loads(line) for line in open(p)] for p in sys.argv[1:])
 if len(cpu) != len(gpu):
@@ -69,7 +69,7 @@ for a, b in zip(cpu, gpu):
     print(f"step {a['step']:4d}  loss cpu {a['loss']:.5f}  cuda {b['loss']:.5f}  "
           f"answer_acc cpu {a['answer_acc']:.3f}  cuda {b['answer_acc']:.3f}")
 EOF
-    PROMPT=$($PY -c 'import passkey; print(passkey.make_prompt_parts(3, 2, 31415), end="")')
+    PROMPT=$($PY -c 'import passkey_task; print(passkey_task.make_prompt_parts(3, 2, 31415), end="")')
     step 30 passkey.txt $PY sample.py --ckpt=passkey_ckpt/delta.npz --device=cuda --temperature=0 \
         --max_new_tokens=8 "--start=$PROMPT"
     rm -rf $PK

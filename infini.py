@@ -508,6 +508,8 @@ def attention_forward(h, p, l, cfg, memory=None):
 
     memory: (M, z) to start the recurrence from, like a stream's state (None: empty). They
     are constants here: attention_backward returns no gradient for them.
+    The cache is a dict; besides what attention_backward needs it names q and k (B,T,C),
+    the queries and keys, for code that adds a penalty on them.
     """
     xp = get_array_module(h)
     B, T, C = h.shape
@@ -530,14 +532,18 @@ def attention_forward(h, p, l, cfg, memory=None):
             Q[:, :, t0:t1], K[:, :, t0:t1], V[:, :, t0:t1], M, z, beta, cfg.memory, cfg.rope_base)
         seg_caches.append(c)
     out, c_o = matmul_forward(merge_heads(A), p[f"h.{l}.wo"])             # (B,T,C)
-    return out, (c_q, c_k, c_v, seg_caches, c_o, (B, H, T, D))
+    cache = {"q": q, "k": k,                                               # (B,T,C), before the head split
+             "c_q": c_q, "c_k": c_k, "c_v": c_v, "c_o": c_o,               # the four matmuls' caches
+             "segments": seg_caches, "shape": (B, H, T, D)}                # infini_segment_forward's, in order
+    return out, cache
 
 
 def attention_backward(dout, cache, cfg):
     """Back-propagation through time over the segments, in reverse. -> dh, grads."""
-    c_q, c_k, c_v, seg_caches, c_o, (B, H, T, D) = cache
+    B, H, T, D = cache["shape"]
+    seg_caches = cache["segments"]
     xp = get_array_module(dout)
-    dA_merged, dwo = matmul_backward(dout, c_o)
+    dA_merged, dwo = matmul_backward(dout, cache["c_o"])
     dA = split_heads(dA_merged, H)                                         # (B,H,T,D)
     dQ, dK, dV = xp.empty_like(dA), xp.empty_like(dA), xp.empty_like(dA)
     # LAB 4 BEGIN attention_backward, BPTT loop
@@ -557,9 +563,9 @@ def attention_backward(dout, cache, cfg):
             if k > 0 and s % k == 0:   # truncated BPTT: the memory entering segment s is cut off
                 dM, dz = xp.zeros_like(dM), xp.zeros_like(dz)
     # LAB 4 END
-    dh_q, dwq = matmul_backward(merge_heads(dQ), c_q)
-    dh_k, dwk = matmul_backward(merge_heads(dK), c_k)
-    dh_v, dwv = matmul_backward(merge_heads(dV), c_v)
+    dh_q, dwq = matmul_backward(merge_heads(dQ), cache["c_q"])
+    dh_k, dwk = matmul_backward(merge_heads(dK), cache["c_k"])
+    dh_v, dwv = matmul_backward(merge_heads(dV), cache["c_v"])
     return dh_q + dh_k + dh_v, dwq, dwk, dwv, dwo, dbeta
 
 
@@ -716,6 +722,16 @@ def check_tokens(idx, cfg, name="idx", lo=0):
                          f"outside [{lo}, {cfg.vocab_size}) (vocab_size {cfg.vocab_size})")
 
 
+def check_weights(weights, targets):
+    if not hasattr(weights, "dtype") or tuple(weights.shape) != tuple(targets.shape):
+        raise ValueError(f"weights must be an array of the targets' shape {tuple(targets.shape)}, "
+                         f"got {tuple(getattr(weights, 'shape', ()))}")
+    if float(weights.min()) < 0:
+        raise ValueError(f"weights must not be negative, got {float(weights.min())}")
+    if not float((weights * (targets != -1)).sum()) > 0:
+        raise ValueError("the weights of the targets != -1 sum to 0: there is nothing to compute a loss on")
+
+
 # -----------------------------------------------------------------------------
 # public API
 
@@ -729,10 +745,12 @@ def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
     return logits
 
 
-def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
+def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION, weights=None, return_logits=False):
     """Mean cross-entropy over targets != -1, and its gradient for every parameter.
 
     attention: see model_forward (kernels.fast.ATTENTION is a batched pair checked against it).
+    weights (B,T), optional: a weight per target; the loss is then sum(w * ce) / sum(w).
+    return_logits: also return the forward's logits (B,T,V), say for an accuracy.
     """
     check_params(params, cfg)
     check_tokens(idx, cfg)
@@ -741,12 +759,15 @@ def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION):
         raise ValueError(f"targets shape {tuple(targets.shape)} differs from idx shape {tuple(idx.shape)}")
     if not bool((targets != -1).any()):
         raise ValueError("targets are all -1: there is nothing to compute a loss on")
+    if weights is not None:
+        check_weights(weights, targets)
     logits, cache = model_forward(params, idx, cfg, attention)
-    loss, c_ce = cross_entropy_forward(logits, targets)
+    loss, c_ce = cross_entropy_forward(logits, targets, weights)
     loss = float(loss)
     check_finite_output(loss, params)
     dlogits = cross_entropy_backward(1.0, c_ce)
-    return loss, model_backward(dlogits, cache, cfg)
+    grads = model_backward(dlogits, cache, cfg)
+    return (loss, grads, logits) if return_logits else (loss, grads)
 
 
 # -----------------------------------------------------------------------------

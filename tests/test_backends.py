@@ -93,19 +93,28 @@ def test_fake_cupy_catches_numpy_only_code(monkeypatch):
 
 def test_passkey_training_and_streaming_on_every_backend(xp):
     """passkey.py's weighted loss with the key penalty, and its streamed generation, on device arrays."""
-    import passkey as pk
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
+    import passkey_eval
+    import passkey_memory
+    import passkey_task
+    cfg = infini.Config(vocab_size=passkey_task.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16,
+                        memory="delta")
     params = infini.init_params(cfg, seed=0, dtype=np.float64)
-    params["h.1.beta"][1] = pk.CLOSED_GATE                                 # a closed head, left out of
-    idx, targets, weights = pk.make_batch(np.random.default_rng(0), 2, 1, 1.0, 0.1)
-    att = pk.memory_penalty(0.5, 0.01, 0.3, 0.02, closed_heads=False)      #   the penalties
-    ref_loss, ref_grads, ref_acc = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
+    params["h.1.beta"][1] = passkey_memory.CLOSED_GATE                     # a closed head, left out of
+    idx, targets, weights = passkey_task.make_batch(np.random.default_rng(0), 2, 1, 1.0, 0.1)
+    att = passkey_memory.memory_penalty(0.5, 0.01, 0.3, 0.02)              #   the penalties
+
+    def step(params, idx, targets, weights):                               # passkey.py's training step
+        loss, grads, logits = infini.loss_and_grads(params, idx, targets, cfg, att, weights=weights,
+                                                    return_logits=True)
+        pred = infini.to_numpy(logits.argmax(axis=-1))
+        return loss, grads, passkey_task.answer_accuracy(pred, infini.to_numpy(targets), infini.to_numpy(weights))
+    ref_loss, ref_grads, ref_acc = step(params, idx, targets, weights)
     p = on(xp, params)
-    loss, grads, acc = pk.weighted_loss_and_grads(p, xp.asarray(idx), xp.asarray(targets), weights, cfg, att)
+    loss, grads, acc = step(p, xp.asarray(idx), xp.asarray(targets), xp.asarray(weights))
     assert abs(loss - ref_loss) <= 1e-10 and acc == ref_acc
     for name in ref_grads:
         assert infini.get_array_module(grads[name]) is xp
         assert rel_error(host(grads[name]), ref_grads[name]) <= 1e-9, name
     specs = [(3, 1, 12345), (0, 4, 54321)]
-    want = pk.generate_batch(params, cfg, [pk.make_prompt_parts(*s) for s in specs], chunk=40)
-    assert pk.generate_batch(p, cfg, [pk.prompt_pieces(*s) for s in specs], chunk=40) == want
+    want = passkey_eval.generate_batch(params, cfg, [passkey_task.make_prompt_parts(*s) for s in specs], chunk=40)
+    assert passkey_eval.generate_batch(p, cfg, [passkey_task.prompt_pieces(*s) for s in specs], chunk=40) == want

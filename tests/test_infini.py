@@ -200,6 +200,32 @@ def test_whole_model_gradients_over_three_segments(memory):
     assert errors[worst] <= 1e-7, f"{memory}: gradient of {worst} has rel_error {errors[worst]:.2e}"
 
 
+@pytest.mark.parametrize("memory", ["none", "delta"])
+def test_weighted_loss_and_its_gradients(memory):
+    """loss_and_grads(weights=w): sum(w * ce) / sum(w) over targets != -1, its gradient, and the
+    forward's logits on request; weights all 1 give the plain mean."""
+    cfg = tiny_config(memory)
+    params = random_params(cfg)
+    rng = np.random.default_rng(2)
+    idx = rng.integers(0, cfg.vocab_size, (2, 10))
+    targets = rng.integers(0, cfg.vocab_size, (2, 10))
+    targets[1, 7] = -1
+    weights = rng.uniform(0.0, 2.0, (2, 10))
+    loss, grads, logits = infini.loss_and_grads(params, idx, targets, cfg, weights=weights, return_logits=True)
+    assert np.array_equal(logits, infini.forward(params, idx, cfg))
+
+    def f():
+        return float(infini.cross_entropy_forward(infini.model_forward(params, idx, cfg)[0], targets, weights)[0])
+
+    assert math.isclose(loss, f(), rel_tol=1e-12)
+    for name in ("wte", "h.1.wk", "h.0.norm1"):
+        assert rel_error(numerical_grad(f, params[name]), grads[name]) <= 1e-7, name
+    plain, plain_grads = infini.loss_and_grads(params, idx, targets, cfg)
+    ones, ones_grads = infini.loss_and_grads(params, idx, targets, cfg, weights=np.ones((2, 10)))
+    assert math.isclose(ones, plain, rel_tol=1e-12)
+    assert all(np.allclose(ones_grads[k], plain_grads[k], rtol=1e-10, atol=1e-12) for k in plain_grads)
+
+
 @pytest.mark.parametrize("memory", ["linear", "delta"])
 def test_truncated_bptt_cuts_the_memory_path(memory):
     """With bptt_segments=k, a loss on the last segment reaches no earlier segment across a
@@ -228,8 +254,12 @@ def test_layer_started_from_a_memory(memory):
     cfg = infini.Config(vocab_size=11, n_layer=1, n_head=2, d_model=8, segment_len=4, memory=memory)
     params = random_params(cfg)
     h = randn(2, 14, 8, seed=3)                       # 2 whole segments, then 6 more tokens
-    full, cache = infini.attention_forward(h, params, 0, cfg)
-    _, M, z, _, _ = cache[3][2][3][2]                 # segment 2's read: (sq, M, z, out, den)
+    full, _ = infini.attention_forward(h, params, 0, cfg)
+    Q, K, V = (infini.split_heads(h[:, :8] @ params[f"h.0.w{x}"], 2) for x in "qkv")   # h1: (B,H,8,D)
+    M, z = np.zeros((2, 2, 4, 4)), np.zeros((2, 2, 4))
+    for t0 in (0, 4):                                 # the memory that h1's two segments leave
+        _, M, z, _ = infini.infini_segment_forward(Q[:, :, t0:t0 + 4], K[:, :, t0:t0 + 4], V[:, :, t0:t0 + 4],
+                                                   M, z, params["h.0.beta"], memory)
     rest, _ = infini.attention_forward(h[:, 8:], params, 0, cfg, memory=(M, z))
     assert np.allclose(rest, full[:, 8:], rtol=1e-12, atol=1e-12)
     assert not np.allclose(rest, infini.attention_forward(h[:, 8:], params, 0, cfg)[0])
@@ -446,6 +476,12 @@ def test_input_errors():
         infini.loss_and_grads(params, ok, -np.ones((1, 5), dtype=np.int64), cfg)
     with pytest.raises(ValueError, match=r"targets has values in \[-2"):
         infini.loss_and_grads(params, ok, np.full((1, 5), -2), cfg)
+    with pytest.raises(ValueError, match="weights must be an array of the targets' shape"):
+        infini.loss_and_grads(params, ok, ok, cfg, weights=np.ones((1, 4)))
+    with pytest.raises(ValueError, match="weights must not be negative"):
+        infini.loss_and_grads(params, ok, ok, cfg, weights=-np.ones((1, 5)))
+    with pytest.raises(ValueError, match="sum to 0"):
+        infini.loss_and_grads(params, ok, np.array([[1, 2, -1, -1, -1]]), cfg, weights=np.array([[0, 0, 1, 1, 1.0]]))
     with pytest.raises(ValueError, match="missing"):
         infini.forward({k: v for k, v in params.items() if k != "h.1.wq"}, ok, cfg)
     with pytest.raises(ValueError, match="h.0.beta"):

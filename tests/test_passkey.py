@@ -1,10 +1,13 @@
 """
-Tests of passkey.py: the prompt (exact text, key depth, length), the scorer, the training
-batch, batched streaming generation, and tiny end-to-end runs (in-process and as a script).
-The fast ones take a few seconds; the full demo is marked slow.
+Tests of the passkey test: the task (passkey_task.py: the prompt's exact text, key depth and
+length, the scorer, the training batch), the streamed evaluation (passkey_eval.py), the
+memory penalties and far memory (passkey_memory.py), the recipe (config/passkey.py) and tiny
+end-to-end runs of passkey.py (in-process and as a script). The fast ones take a few seconds;
+the full demo is marked slow.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import configurator
 import infini
 import passkey as pk
+import passkey_eval as ev
+import passkey_memory as pm
+import passkey_task as task
 
 ROOT = Path(__file__).resolve().parent.parent
 F = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -29,29 +36,29 @@ TINY = ["--n_layer=1", "--n_head=2", "--d_model=16", "--segment_len=16",
 
 
 def test_template_is_exact():
-    text = pk.make_prompt_parts(2, 1, 9054)
+    text = task.make_prompt_parts(2, 1, 9054)
     assert text == (INTRO + "\n" + F + " " + F + "\n"
                     "The pass key is 9054. Remember it. 9054 is the pass key.\n" + F + "\n"
                     "What is the pass key? The pass key is")
     # no filler on one side: that line is left out, with its newline
-    assert pk.make_prompt_parts(0, 0, 7) == (INTRO + "\nThe pass key is 7. Remember it. 7 is the pass key.\n"
+    assert task.make_prompt_parts(0, 0, 7) == (INTRO + "\nThe pass key is 7. Remember it. 7 is the pass key.\n"
                                              "What is the pass key? The pass key is")
-    assert all(ch in pk.STOI for ch in text)
+    assert all(ch in task.STOI for ch in text)
 
 
 @pytest.mark.parametrize("key", [1, 9054, 50000])
 @pytest.mark.parametrize("length", [300, 1000, 4321, 100_000])
 def test_length_is_the_closest_without_exceeding(length, key):
-    prompt, answer = pk.make_prompt(length, 0.5, key)
+    prompt, answer = task.make_prompt(length, 0.5, key)
     assert answer == f" {key}."
     assert len(prompt) <= length < len(prompt) + len(F) + 1    # one more repeat would not fit
     n = prompt.count(F)
-    assert len(prompt) == len(pk.make_prompt_parts(0, 0, key)) + n * (len(F) + 1)
+    assert len(prompt) == len(task.make_prompt_parts(0, 0, key)) + n * (len(F) + 1)
 
 
 @pytest.mark.parametrize("depth", [0.0, 0.25, 0.5, 0.75, 1.0])
 def test_key_sits_at_the_asked_depth(depth):
-    prompt, _ = pk.make_prompt(5000, depth, 123)
+    prompt, _ = task.make_prompt(5000, depth, 123)
     lines = prompt.split("\n")
     n = prompt.count(F)
     x = lines[1].count(F) if lines[1].startswith(F) else 0
@@ -63,45 +70,45 @@ def test_key_sits_at_the_asked_depth(depth):
     if depth == 1:
         assert lines[-2].startswith("The pass key is 123.")
     # the prompts of every depth have the same length: they can be streamed together
-    assert len(prompt) == len(pk.make_prompt(5000, 0.0, 999)[0])
+    assert len(prompt) == len(task.make_prompt(5000, 0.0, 999)[0])
 
 
 def test_prompt_errors():
     with pytest.raises(ValueError, match="key"):
-        pk.make_prompt(1000, 0.5, 0)
+        task.make_prompt(1000, 0.5, 0)
     with pytest.raises(ValueError, match="key"):
-        pk.make_prompt(1000, 0.5, 50001)
+        task.make_prompt(1000, 0.5, 50001)
     with pytest.raises(ValueError, match="depth"):
-        pk.make_prompt(1000, 1.5, 5)
+        task.make_prompt(1000, 1.5, 5)
     with pytest.raises(ValueError, match="at least"):
-        pk.make_prompt(100, 0.5, 5)
+        task.make_prompt(100, 0.5, 5)
 
 
 def test_training_keys_are_in_range_and_the_loss_sits_on_the_answer():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        idx, targets, weights = pk.make_batch(rng, 4, 3, 1.0, 0.0)
+        idx, targets, weights = task.make_batch(rng, 4, 3, 1.0, 0.0)
         for b in range(4):
-            text = pk.decode(idx[b][targets[b] != -1]) + pk.decode(targets[b][targets[b] != -1][-1:])
+            text = task.decode(idx[b][targets[b] != -1]) + task.decode(targets[b][targets[b] != -1][-1:])
             key = int(text.split("The pass key is ")[1].split(".")[0])
-            assert pk.KEY_MIN <= key <= pk.KEY_MAX
+            assert task.KEY_MIN <= key <= task.KEY_MAX
             assert text.endswith(f"What is the pass key? The pass key is {key}.")
             # weighted targets: the key's second occurrence (after ". Remember it. ") with the space
             # that ends it, and the answer
-            assert pk.decode(targets[b][weights[b] > 0]) == f"{key}  {key}."
+            assert task.decode(targets[b][weights[b] > 0]) == f"{key}  {key}."
 
 
 def test_shifted_training_prompts_start_after_newlines_that_carry_no_loss():
-    idx, targets, weights = pk.make_batch(np.random.default_rng(6), 8, 2, 1.0, 0.02, shift_max=40)
+    idx, targets, weights = task.make_batch(np.random.default_rng(6), 8, 2, 1.0, 0.02, shift_max=40)
     shifts = []
     for b in range(len(idx)):
-        text = pk.decode(idx[b])
+        text = task.decode(idx[b])
         s = len(text) - len(text.lstrip("\n"))
         shifts.append(s)
-        assert text[s:].startswith(pk.INTRO)                               # the template, after s newlines
+        assert text[s:].startswith(task.INTRO)                               # the template, after s newlines
         assert (weights[b, :s] == 0).all() and (weights[b, s:] > 0).any()
         key = text.split("The pass key is ")[1].split(".")[0]
-        assert pk.decode(targets[b][pk.answer_mask(targets, weights)[b]]) == f" {key}."
+        assert task.decode(targets[b][task.answer_mask(targets, weights)[b]]) == f" {key}."
     assert 0 <= min(shifts) < max(shifts) <= 40                           # shifts differ, within the bound
 
 
@@ -109,17 +116,17 @@ def batch_keys_and_depths(idx):
     """(key, filler repeats in all, filler repeats after the key line) of each prompt of a make_batch batch."""
     out = []
     for row in idx:
-        text = pk.decode(row)
+        text = task.decode(row)
         after = text.split(" is the pass key.")[1].split("What is the pass key?")[0]
         key = int(text.split("The pass key is ")[1].split(".")[0])
-        out.append((key, text.count(pk.FILLER), after.count(pk.FILLER)))
+        out.append((key, text.count(task.FILLER), after.count(task.FILLER)))
     return out
 
 
 def test_short_keys_and_key_last_set_the_fractions_of_4_digit_keys_and_last_key_lines():
     rng = np.random.default_rng(7)
-    plain = [kd for _ in range(100) for kd in batch_keys_and_depths(pk.make_batch(rng, 16, 3, 1.0, 0.0)[0])]
-    mixed = [kd for _ in range(100) for kd in batch_keys_and_depths(pk.make_batch(rng, 16, 3, 1.0, 0.0, 0,
+    plain = [kd for _ in range(100) for kd in batch_keys_and_depths(task.make_batch(rng, 16, 3, 1.0, 0.0)[0])]
+    mixed = [kd for _ in range(100) for kd in batch_keys_and_depths(task.make_batch(rng, 16, 3, 1.0, 0.0, 0,
                                                                                   0.5, 0.25)[0])]
     four = lambda kds: np.mean([1000 <= k <= 9999 for k, _, _ in kds])
     last = lambda kds: np.mean([y == 0 for _, n, y in kds if n == 3])   # prompts of 3 repeats: depth x/3
@@ -132,40 +139,40 @@ def test_short_keys_and_key_last_set_the_fractions_of_4_digit_keys_and_last_key_
 
 
 def test_answer_mask_is_the_answer():
-    idx, targets, weights = pk.make_batch(np.random.default_rng(4), 6, 4, 1.0, 0.02)
-    mask = pk.answer_mask(targets, weights)
+    idx, targets, weights = task.make_batch(np.random.default_rng(4), 6, 4, 1.0, 0.02)
+    mask = task.answer_mask(targets, weights)
     for b in range(len(idx)):
-        key = pk.decode(idx[b]).split("The pass key is ")[1].split(".")[0]
-        assert pk.decode(targets[b][mask[b]]) == f" {key}."            # the answer, not the key line's copy
+        key = task.decode(idx[b]).split("The pass key is ")[1].split(".")[0]
+        assert task.decode(targets[b][mask[b]]) == f" {key}."            # the answer, not the key line's copy
         assert np.flatnonzero(mask[b])[-1] == (targets[b] >= 0).sum() - 1  # ending at the row's last target
 
 
 @pytest.mark.parametrize("memory", ["none", "delta"])
 def test_streamed_predictions_equal_the_whole_forward(memory):
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=16, segment_len=16, memory=memory)
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=2, n_head=2, d_model=16, segment_len=16, memory=memory)
     params = infini.init_params(cfg, seed=1, dtype=np.float64)
-    idx, _, _ = pk.make_batch(np.random.default_rng(5), 3, 2, 1.0, 0.0)
+    idx, _, _ = task.make_batch(np.random.default_rng(5), 3, 2, 1.0, 0.0)
     want = infini.forward(params, idx, cfg).argmax(axis=-1)
-    assert np.array_equal(pk.greedy_predictions(params, cfg, idx, chunk=37), want)
+    assert np.array_equal(ev.greedy_predictions(params, cfg, idx, chunk=37), want)
 
 
 def test_offset_accuracy_counts_by_segment_position(monkeypatch):
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16)
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16)
     params = infini.init_params(cfg, seed=0)
 
     def oracle(params, cfg, idx):  # the true next character, but a wrong one at position 0 of each segment
-        nxt = np.concatenate([idx[:, 1:], np.full((len(idx), 1), pk.STOI["\n"])], axis=1)
-        nxt[nxt == pk.STOI["\n"]] = pk.STOI["."]                          # a row's last target: the answer's "."
-        nxt[:, ::cfg.segment_len] = pk.STOI["T"]                           # never an answer character
+        nxt = np.concatenate([idx[:, 1:], np.full((len(idx), 1), task.STOI["\n"])], axis=1)
+        nxt[nxt == task.STOI["\n"]] = task.STOI["."]                          # a row's last target: the answer's "."
+        nxt[:, ::cfg.segment_len] = task.STOI["T"]                           # never an answer character
         return nxt
-    monkeypatch.setattr(pk, "greedy_predictions", oracle)
-    acc, counts = pk.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
+    monkeypatch.setattr(ev, "greedy_predictions", oracle)
+    acc, counts = ev.offset_accuracy(params, cfg, n_max=3, batches=6, batch_size=4)
     assert len(acc) == len(counts) == 16 and sum(counts) >= 24 * 3        # 24 answers of 3+ characters
     assert acc[0] == 0.0 and counts[0] > 0
     assert all(a == 100.0 for a in acc[1:] if a is not None)
-    assert pk.describe_offsets(acc).startswith("0: 0%, the other ")
-    wide = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=64)
-    _, counts = pk.offset_accuracy(infini.init_params(wide), wide, n_max=0, batches=10, batch_size=8)
+    assert ev.describe_offsets(acc).startswith("0: 0%, the other ")
+    wide = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=64)
+    _, counts = ev.offset_accuracy(infini.init_params(wide), wide, n_max=0, batches=10, batch_size=8)
     assert sum(n > 0 for n in counts) >= 48     # shifted prompts: not only the ~10 positions of 1-5 digit keys
 
 
@@ -174,12 +181,22 @@ def test_offset_accuracy_counts_by_segment_position(monkeypatch):
     (" 905.", 9054, False), (" 90544", 9054, False), (" 09054", 9054, True), (" key.", 9054, False),
     ("", 9054, False), (" 9O54", 9054, False)])
 def test_exact_match(text, key, ok):
-    assert pk.is_correct(text, key) is ok
+    assert task.is_correct(text, key) is ok
+
+
+def test_answer_accuracy_counts_the_most_weighted_targets():
+    idx, targets, weights = task.make_batch(np.random.default_rng(8), 3, 2, 1.0, 0.02)
+    top = weights >= weights.max()                                         # the answer and the key's copy
+    assert task.answer_accuracy(targets, targets, weights) == 1.0
+    wrong = targets.copy()
+    wrong[top & (np.cumsum(top, axis=1) == 1)] = task.STOI["T"]            # the first of each row: wrong
+    assert task.answer_accuracy(wrong, targets, weights) == pytest.approx(1 - 3 / top.sum())
+    assert task.answer_accuracy(np.where(top, targets, task.STOI["T"]), targets, weights) == 1.0  # the rest: no say
 
 
 def test_parse_and_digit_accuracy():
-    assert pk.parse_answer(" 9054.") == 9054 and pk.parse_answer(" key.") is None
-    assert pk.digit_accuracy(" 9051.", 9054) == 0.75 and pk.digit_accuracy(" 9054.", 9054) == 1.0
+    assert task.parse_answer(" 9054.") == 9054 and task.parse_answer(" key.") is None
+    assert task.digit_accuracy(" 9051.", 9054) == 0.75 and task.digit_accuracy(" 9054.", 9054) == 1.0
 
 
 # -----------------------------------------------------------------------------
@@ -188,78 +205,86 @@ def test_parse_and_digit_accuracy():
 
 @pytest.mark.parametrize("memory", ["none", "delta"])
 def test_batched_generation_equals_one_at_a_time(memory):
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16, memory=memory)
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=16, segment_len=16, memory=memory)
     params = infini.init_params(cfg, seed=3)
     params["wte"] *= 50  # a random model with confident, varied predictions
-    prompts = [pk.make_prompt(600, d, k)[0] for d, k in [(0.0, 11111), (1.0, 22222), (0.5, 31337)]]
-    together = pk.generate_batch(params, cfg, prompts, chunk=100)
-    alone = [pk.generate_batch(params, cfg, [p], chunk=37)[0] for p in prompts]
-    assert together == alone and all(len(t) == pk.MAX_NEW for t in together)
+    prompts = [task.make_prompt(600, d, k)[0] for d, k in [(0.0, 11111), (1.0, 22222), (0.5, 31337)]]
+    together = ev.generate_batch(params, cfg, prompts, chunk=100)
+    alone = [ev.generate_batch(params, cfg, [p], chunk=37)[0] for p in prompts]
+    assert together == alone and all(len(t) == ev.MAX_NEW for t in together)
     # the streamed logits are the full forward's
-    ids = pk.encode(prompts[0])[None, :]
+    ids = task.encode(prompts[0])[None, :]
     full = infini.forward(params, ids, cfg)[0, -1]
-    assert pk.decode([int(full.argmax())]) == together[0][0]
+    assert task.decode([int(full.argmax())]) == together[0][0]
 
 
 def test_prompts_stream_in_pieces():
     """Evaluation never builds a prompt whole: the pieces make the same text and length,
     give the same answers as the string, and prompts of unequal length are refused."""
     for x, y, key in [(0, 0, 7), (3, 0, 123), (0, 2, 50000), (5, 4, 9054)]:
-        text = pk.make_prompt_parts(x, y, key)
-        assert pk.prompt_length(x, y, key) == len(text)
-        assert "".join(pk.text_chunks(pk.prompt_pieces(x, y, key), 37)) == text
-        assert all(len(c) == 37 for c in list(pk.text_chunks(pk.prompt_pieces(x, y, key), 37))[:-1])
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="delta")
+        text = task.make_prompt_parts(x, y, key)
+        assert task.prompt_length(x, y, key) == len(text)
+        assert "".join(ev.text_chunks(task.prompt_pieces(x, y, key), 37)) == text
+        assert all(len(c) == 37 for c in list(ev.text_chunks(task.prompt_pieces(x, y, key), 37))[:-1])
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=0)
     specs = [(20, 3, 12345), (2, 21, 54321)]
-    as_text = pk.generate_batch(params, cfg, [pk.make_prompt_parts(*s) for s in specs], chunk=64)
-    assert pk.generate_batch(params, cfg, [pk.prompt_pieces(*s) for s in specs], chunk=64) == as_text
-    a = pk.make_prompt_parts(*specs[0])
+    as_text = ev.generate_batch(params, cfg, [task.make_prompt_parts(*s) for s in specs], chunk=64)
+    assert ev.generate_batch(params, cfg, [task.prompt_pieces(*s) for s in specs], chunk=64) == as_text
+    a = task.make_prompt_parts(*specs[0])
     for bad in ([a, a + "x" * 64], [a + "x" * 64, a], [a, a[:-1]]):
         with pytest.raises(ValueError, match="one length"):
-            pk.generate_batch(params, cfg, bad, chunk=64)
+            ev.generate_batch(params, cfg, bad, chunk=64)
+
+
+def weighted_loss_and_grads(params, idx, targets, weights, cfg, attention=infini.PLAIN_ATTENTION):
+    """What passkey.py computes at each step: the weighted loss, its gradients and the answer's accuracy."""
+    loss, grads, logits = infini.loss_and_grads(params, idx, targets, cfg, attention, weights=weights,
+                                                return_logits=True)
+    return loss, grads, task.answer_accuracy(infini.to_numpy(logits.argmax(axis=-1)), infini.to_numpy(targets),
+                                             infini.to_numpy(weights))
 
 
 def test_weighted_loss_gradient():
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=64, memory="delta")
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=64, memory="delta")
     params = infini.init_params(cfg, seed=1, dtype=np.float64)
-    idx, targets, weights = pk.make_batch(np.random.default_rng(1), 2, 0, 1.0, 0.1)
-    loss, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    idx, targets, weights = task.make_batch(np.random.default_rng(1), 2, 0, 1.0, 0.1)
+    loss, grads, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg)
     # all weights equal: the plain mean of infini.loss_and_grads
-    loss1, grads1, _ = pk.weighted_loss_and_grads(params, idx, targets, (targets != -1).astype(float), cfg)
+    loss1, grads1, _ = weighted_loss_and_grads(params, idx, targets, (targets != -1).astype(float), cfg)
     loss2, grads2 = infini.loss_and_grads(params, idx, targets, cfg)
     assert abs(loss1 - loss2) < 1e-10 and np.allclose(grads1["h.0.wq"], grads2["h.0.wq"])
     # a finite-difference check of one weight
     h = 1e-5
-    for name, i in [("h.0.wk", (3, 5)), ("wte", (pk.STOI["5"], 2))]:
+    for name, i in [("h.0.wk", (3, 5)), ("wte", (task.STOI["5"], 2))]:
         p = {k: v.copy() for k, v in params.items()}
         p[name][i] += h
-        up = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        up = weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
         p[name][i] -= 2 * h
-        down = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        down = weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
         assert abs((up - down) / (2 * h) - grads[name][i]) < 1e-6 * max(1.0, abs(grads[name][i]))
 
 
 def test_memory_penalty_gradient():
     """The penalties' gradient is that of loss + ks * mean(relu(k + km)) + qs * mean(relu(q + qm)) per layer;
-    with closed_heads=False the mean counts the heads whose memory is open (and divides by every key of the layer)."""
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
+    the mean counts the heads whose memory is open (and divides by every key of the layer)."""
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=2, dtype=np.float64)
     for l in range(2):
         params[f"h.{l}.wk"] *= 30                                          # keys and queries on both
         params[f"h.{l}.wq"] *= 30                                          #   sides of -margin
-    params["h.0.beta"][:] = pk.CLOSED_GATE                                 # layer 0 closed, and layer 1's
-    params["h.1.beta"][1] = pk.CLOSED_GATE                                 #   second head: no penalty there
-    idx, targets, weights = pk.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
+    params["h.0.beta"][:] = pm.CLOSED_GATE                                 # layer 0 closed, and layer 1's
+    params["h.1.beta"][1] = pm.CLOSED_GATE                                 #   second head: no penalty there
+    idx, targets, weights = task.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
     ks, km, qs, qm = 0.5, 0.3, 0.7, 0.2
-    att = pk.memory_penalty(ks, km, qs, qm, closed_heads=False)
+    att = pm.memory_penalty(ks, km, qs, qm)
 
     def total(p):
-        loss = pk.weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
+        loss = weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
         x = p["wte"][idx]
         for l in range(cfg.n_layer):                                       # the keys and queries, recomputed
             h, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm1"])
-            open_columns = np.repeat(p[f"h.{l}.beta"] > pk.CLOSED_GATE / 2, cfg.head_size)
+            open_columns = np.repeat(p[f"h.{l}.beta"] > pm.CLOSED_GATE / 2, cfg.head_size)
             loss += ks * (np.maximum(h @ p[f"h.{l}.wk"] + km, 0) * open_columns).mean()
             loss += qs * (np.maximum(h @ p[f"h.{l}.wq"] + qm, 0) * open_columns).mean()
             x = x + infini.attention_forward(h, p, l, cfg)[0]
@@ -267,21 +292,18 @@ def test_memory_penalty_gradient():
             x = x + infini.mlp_forward(h2, p[f"h.{l}.w1"], p[f"h.{l}.w2"])[0]
         return loss
 
-    _, grads, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
-    _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
-    _, keys_only, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg,
-                                                 pk.memory_penalty(ks, km, closed_heads=False))
-    _, every_head, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(ks, km, qs, qm))
+    _, grads, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg, att)
+    _, plain, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    _, keys_only, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg, pm.memory_penalty(ks, km))
     assert not np.allclose(grads["h.1.wk"], plain["h.1.wk"])               # both penalties are there
     assert not np.allclose(grads["h.1.wq"], keys_only["h.1.wq"])
     assert np.array_equal(keys_only["h.1.wq"], plain["h.1.wq"])            # query_strength 0: off
     for name in ("h.1.wk", "h.1.wq"):                                      # the closed head's columns
         assert np.array_equal(grads[name][:, cfg.head_size:], plain[name][:, cfg.head_size:])
-        assert not np.allclose(every_head[name][:, cfg.head_size:], plain[name][:, cfg.head_size:])  # the default
     h = 1e-6
     for name, i in [("h.0.wk", (3, 5)), ("h.1.wk", (1, 2)), ("h.1.wk", (1, 6)), ("h.0.wq", (2, 1)), ("h.1.wq", (4, 3)),
                     ("h.1.wq", (4, 7)),
-                    ("h.0.norm1", (2,)), ("wte", (pk.STOI["e"], 4))]:
+                    ("h.0.norm1", (2,)), ("wte", (task.STOI["e"], 4))]:
         p = {k: v.copy() for k, v in params.items()}
         p[name][i] += h
         up = total(p)
@@ -296,14 +318,14 @@ def test_far_memory_is_the_memory_filler_leaves(memory):
     """filler_memory: z grows by the same amount with every filler cycle (one layer: its keys see
     the text alone), so F characters leave F * (z per character); far_memory draws F in
     n..far_fill for about 3/4 of the prompts, 0 (an empty memory) for the others."""
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory=memory)
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory=memory)
     params = infini.init_params(cfg, seed=4, dtype=np.float64)
-    filler, n = pk.filler_memory(params, cfg)
+    filler, n = pm.filler_memory(params, cfg)
     assert n == 720                                                        # lcm(90, 16)
     state = infini.init_state(params, cfg, 1)
-    _, state = infini.forward_stream(params, np.array([pk.encode((" " + F) * 16)]), state, cfg)  # 2 cycles
+    _, state = infini.forward_stream(params, np.array([task.encode((" " + F) * 16)]), state, cfg)  # 2 cycles
     assert np.allclose(state["z"][0][0], 2 * n * filler[0][1], rtol=1e-12)
-    far = pk.far_memory(filler, n, np.random.default_rng(0), 400, 100_000, memory)
+    far = pm.far_memory(filler, n, np.random.default_rng(0), 400, 100_000, memory)
     M, z = far[0]
     f = z[:, 0, 0] / filler[0][1][0, 0]                                    # the F of each prompt
     on = f > 0
@@ -312,29 +334,29 @@ def test_far_memory_is_the_memory_filler_leaves(memory):
     assert not M[~on].any()
     want = filler[0][0] if memory == "delta" else (f[on] / n)[:, None, None, None] * filler[0][0]
     assert np.allclose(M[on], want, rtol=1e-12)
-    idx = pk.make_batch(np.random.default_rng(1), 400, 0, 1.0, 0.1)[0]
+    idx = task.make_batch(np.random.default_rng(1), 400, 0, 1.0, 0.1)[0]
     h = infini.rmsnorm_forward(params["wte"][idx], params["h.0.norm1"])[0]
-    got = pk.memory_penalty(0.1, 8.0, prefill=far)[0](h, params, 0, cfg)[0]
+    got = pm.memory_penalty(0.1, 8.0, prefill=far)[0](h, params, 0, cfg)[0]
     assert np.array_equal(got, infini.attention_forward(h, params, 0, cfg, memory=far[0])[0])
 
 
 def test_far_fill_prefills_the_tune_phase_only(tmp_path, monkeypatch):
-    far_memory, filler_memory, seen = pk.far_memory, pk.filler_memory, []
-    monkeypatch.setattr(pk, "filler_memory", lambda *a: seen.append("measure") or filler_memory(*a))
-    monkeypatch.setattr(pk, "far_memory", lambda *a: seen.append(a[3:]) or far_memory(*a))
-    assert pk.main(tiny_settings(tmp_path / "far", eval_lengths="300", far_fill=1000)) == 0
-    assert seen == ["measure", (2, 1000, "delta"), (2, 1000, "delta")]    # 2 tune steps of batch 2, after 2 plain
-    assert pk.main(tiny_settings(tmp_path / "plain", eval_lengths="300")) == 0
-    far, plain = (np.load(tmp_path / d / "delta" / "model.npz") for d in ("far", "plain"))
+    far_memory, filler_memory, seen = pm.far_memory, pm.filler_memory, []
+    monkeypatch.setattr(pm, "filler_memory", lambda *a: seen.append("measure") or filler_memory(*a))
+    monkeypatch.setattr(pm, "far_memory", lambda *a: seen.append(a[3:]) or far_memory(*a))
+    assert pk.main(tiny_settings(tmp_path / "far", memory="linear", eval_lengths="300", far_fill=1000)) == 0
+    assert seen == ["measure", (2, 1000, "linear"), (2, 1000, "linear")]  # 2 tune steps of batch 2, after 2 plain
+    assert pk.main(tiny_settings(tmp_path / "plain", memory="linear", eval_lengths="300")) == 0
+    far, plain = (np.load(tmp_path / d / "linear" / "model.npz") for d in ("far", "plain"))
     assert not np.array_equal(far["param/h.0.wq"], plain["param/h.0.wq"])
 
 
 def test_memory_penalty_leaves_none_alone():
-    cfg = infini.Config(vocab_size=pk.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="none")
+    cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="none")
     params = infini.init_params(cfg, seed=3, dtype=np.float64)
-    idx, targets, weights = pk.make_batch(np.random.default_rng(3), 2, 0, 1.0, 0.1)
-    _, plain, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg)
-    _, pen, _ = pk.weighted_loss_and_grads(params, idx, targets, weights, cfg, pk.memory_penalty(1.0, 0.0, 1.0, 0.0))
+    idx, targets, weights = task.make_batch(np.random.default_rng(3), 2, 0, 1.0, 0.1)
+    _, plain, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg)
+    _, pen, _ = weighted_loss_and_grads(params, idx, targets, weights, cfg, pm.memory_penalty(1.0, 0.0, 1.0, 0.0))
     assert all(np.array_equal(plain[k], pen[k]) for k in plain)
 
 
@@ -347,8 +369,8 @@ def test_schedule_has_a_tune_phase():
     assert pk.get_lr(110, c) == pytest.approx(5e-3)
     assert pk.get_lr(139, c) == pytest.approx(5e-4, rel=5e-2) and pk.get_lr(139, c) >= 5e-4
     assert [pk.n_max_at(s, c) for s in (0, 20, 49, 99, 100, 139)] == [0, 4, 4, 6, 6, 6]
-    assert pk.batch_size_at(120, c) == c["long_batch_size"] and pk.total_iters(c) == 140
-    assert pk.train_len(c) == len(pk.make_prompt_parts(6, 0, pk.KEY_MAX)) + c["shift_max"]   # + leading newlines
+    assert pk.total_iters(c) == 140
+    assert pk.train_len(c) == len(task.make_prompt_parts(6, 0, task.KEY_MAX)) + c["shift_max"]   # + leading newlines
 
 
 # -----------------------------------------------------------------------------
@@ -361,14 +383,21 @@ def tiny_settings(tmp_path, **overrides):
         key, value = arg[2:].split("=")
         c[key] = type(c[key])(value) if not isinstance(c[key], str) else value
     c.update({"out_dir": str(tmp_path), "init_from": "scratch", "memory": "delta", "eval_lengths": "300,700",
-              "delta_from_linear": False, **overrides})
+              **overrides})
     return c
 
 
+def train_delta(tmp_path, **overrides):
+    """A tiny delta model in tmp_path/delta, from the tiny linear model it starts from (tmp_path/linear).
+    -> main's exit status for delta."""
+    assert pk.main(tiny_settings(tmp_path, **dict(overrides, memory="linear", eval_lengths="300"))) == 0
+    return pk.main(tiny_settings(tmp_path, **overrides))
+
+
 def test_tiny_run_writes_results(tmp_path, capsys):
-    assert pk.main(tiny_settings(tmp_path)) == 0
+    assert train_delta(tmp_path) == 0
     out = json.loads((tmp_path / "delta" / "results.json").read_text())
-    assert out["memory"] == "delta" and out["train_len"] == len(pk.make_prompt_parts(1, 0, pk.KEY_MAX)) + 3
+    assert out["memory"] == "delta" and out["train_len"] == len(task.make_prompt_parts(1, 0, task.KEY_MAX)) + 3
     assert set(out["results"]) == {"300", "700"}
     for cell in out["results"].values():
         assert set(cell) == {"start", "middle", "end"} and all(0 <= v <= 100 for v in cell.values())
@@ -383,9 +412,9 @@ def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
     the checkpoint and the evaluation give what the CPU gives (far_fill's memory included)."""
     import checkpoint
     import fakecupy
-    assert pk.main(tiny_settings(tmp_path / "cpu", far_fill=1000)) == 0
+    assert train_delta(tmp_path / "cpu", far_fill=1000) == 0
     fakecupy.install(monkeypatch)
-    assert pk.main(tiny_settings(tmp_path / "gpu", device="cuda", far_fill=1000)) == 0
+    assert train_delta(tmp_path / "gpu", device="cuda", far_fill=1000) == 0
     cpu, gpu = (json.loads((tmp_path / d / "delta" / "results.json").read_text()) for d in ("cpu", "gpu"))
     assert gpu["results"] == cpu["results"] and gpu["samples"] == cpu["samples"]
     assert gpu["offset_accuracy"] == cpu["offset_accuracy"]
@@ -415,7 +444,7 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, capsys):
 
 
 def test_resume_evaluates_without_training(tmp_path, capsys):
-    assert pk.main(tiny_settings(tmp_path)) == 0
+    assert train_delta(tmp_path) == 0
     before = (tmp_path / "delta" / "ckpt.npz").read_bytes()
     capsys.readouterr()
     assert pk.main(tiny_settings(tmp_path, init_from="resume", eval_lengths="400")) == 0
@@ -440,69 +469,48 @@ def test_script_starts_and_finishes(tmp_path):
 def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch, far_fill):
     """Stopped in the tune phase (after the checkpoint at max_iters), resumed: the same weights
     as a run never stopped, the tune phase's fresh optimiser (and far_fill's memory) included."""
-    assert pk.main(tiny_settings(tmp_path / "straight", eval_lengths="300", far_fill=far_fill)) == 0
-    want = np.load(tmp_path / "straight" / "delta" / "model.npz")
-    make_batch, calls = pk.make_batch, []
+    settings = dict(memory="linear", eval_lengths="300", far_fill=far_fill)     # delta has no checkpoint
+    assert pk.main(tiny_settings(tmp_path / "straight", **settings)) == 0          #   at max_iters
+    want = np.load(tmp_path / "straight" / "linear" / "model.npz")
+    make_batch, calls = task.make_batch, []
 
     def stop_at_step_3(*args):
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt
         return make_batch(*args)
-    monkeypatch.setattr(pk, "make_batch", stop_at_step_3)
+    monkeypatch.setattr(task, "make_batch", stop_at_step_3)
     with pytest.raises(KeyboardInterrupt):
-        pk.main(tiny_settings(tmp_path / "stopped", eval_lengths="300", far_fill=far_fill))
-    monkeypatch.setattr(pk, "make_batch", make_batch)
-    assert pk.checkpoint.load_checkpoint(str(tmp_path / "stopped" / "delta" / "ckpt.npz"))[2]["step"] == 2
-    assert pk.main(tiny_settings(tmp_path / "stopped", init_from="resume", eval_lengths="300")) == 0
-    got = np.load(tmp_path / "stopped" / "delta" / "model.npz")
+        pk.main(tiny_settings(tmp_path / "stopped", **settings))
+    monkeypatch.setattr(task, "make_batch", make_batch)
+    assert pk.checkpoint.load_checkpoint(str(tmp_path / "stopped" / "linear" / "ckpt.npz"))[2]["step"] == 2
+    assert pk.main(tiny_settings(tmp_path / "stopped", memory="linear", init_from="resume", eval_lengths="300")) == 0
+    got = np.load(tmp_path / "stopped" / "linear" / "model.npz")
     names = [k for k in want.files if k.startswith("param/")]
     assert names and all(np.array_equal(want[k], got[k]) for k in names)
 
 
-def test_shift_from_starts_the_shift_at_that_step(tmp_path, monkeypatch):
-    make_batch, shifts = pk.make_batch, []
-
-    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, *mix):
-        shifts.append(shift_max)
-        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, *mix)
-    monkeypatch.setattr(pk, "make_batch", record)
-    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", shift_max=5, shift_from=3)) == 0
-    assert shifts[:4] == [0, 0, 0, 5]          # the 4 training steps (max_iters 2 + tune_iters 2), then evaluation
-
-
 def test_short_keys_and_key_last_start_after_the_curriculum(tmp_path, monkeypatch):
-    make_batch, mixes = pk.make_batch, []
+    make_batch, mixes = task.make_batch, []
 
     def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, short_keys=0.0, key_last=0.0):
         mixes.append((short_keys, key_last))
         return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, short_keys, key_last)
-    monkeypatch.setattr(pk, "make_batch", record)
-    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", curriculum_iters=1, short_keys=0.5,
+    monkeypatch.setattr(task, "make_batch", record)
+    assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", curriculum_iters=1, short_keys=0.5,
                                  key_last=0.25)) == 0
     assert mixes[:4] == [(0.0, 0.0)] + [(0.5, 0.25)] * 3                 # 4 training steps, then evaluation
 
 
-def test_penalize_closed_reaches_the_penalties(tmp_path, monkeypatch):
-    memory_penalty, seen = pk.memory_penalty, []
-
-    def record(*args, **kwargs):
-        seen.append(kwargs.get("closed_heads", True))
-        return memory_penalty(*args, **kwargs)
-    monkeypatch.setattr(pk, "memory_penalty", record)
-    assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", penalize_closed=False)) == 0
-    assert seen == [False, False]                                          # the main phase's and the tune phase's
-
-
 def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
     """--memory=all: linear trains first; delta starts from its weights and trains the tune phase alone."""
-    loss_and_grads, seen = pk.weighted_loss_and_grads, []
+    loss_and_grads, seen = infini.loss_and_grads, []
 
-    def record(params, idx, targets, weights, cfg, attention):
+    def record(params, idx, targets, cfg, attention, **kwargs):
         seen.append((cfg.memory, {k: v.copy() for k, v in params.items()}))
-        return loss_and_grads(params, idx, targets, weights, cfg, attention)
-    monkeypatch.setattr(pk, "weighted_loss_and_grads", record)
-    assert pk.main(tiny_settings(tmp_path, memory="all", eval_lengths="300", delta_from_linear=True)) == 0
+        return loss_and_grads(params, idx, targets, cfg, attention, **kwargs)
+    monkeypatch.setattr(infini, "loss_and_grads", record)
+    assert pk.main(tiny_settings(tmp_path, memory="all", eval_lengths="300")) == 0
     memories = [m for m, _ in seen]
     assert memories[:4] == ["none"] * 4 and memories[4:8] == ["linear"] * 4 and memories[8:] == ["delta"] * 2
     linear, _, _ = pk.load_model(str(tmp_path / "linear" / "model.npz"))
@@ -511,12 +519,12 @@ def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
     assert pk.checkpoint.load_checkpoint(str(tmp_path / "delta" / "ckpt.npz"))[2]["step"] == 4
 
 
-def test_delta_from_linear_needs_the_linear_model(tmp_path, capsys):
-    assert pk.main(tiny_settings(tmp_path, delta_from_linear=True)) == 1
+def test_delta_needs_the_linear_model(tmp_path, capsys):
+    assert pk.main(tiny_settings(tmp_path)) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "--memory=linear" in err
     assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300")) == 0
-    assert pk.main(tiny_settings(tmp_path, delta_from_linear=True, d_model=8)) == 1      # another shape
+    assert pk.main(tiny_settings(tmp_path, d_model=8)) == 1                             # another shape
     assert "not a linear model of these settings" in capsys.readouterr().err
 
 
@@ -527,10 +535,6 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "eval_lengths" in r.stderr and "Traceback" not in r.stderr
     r = run("--memory_layers=0")
     assert r.returncode == 2 and "--memory_layers" in r.stderr and r.stderr.strip().count("\n") == 0
-    r = run("--memory_heads=9")
-    assert r.returncode == 2 and "--memory_heads" in r.stderr and r.stderr.strip().count("\n") == 0
-    r = run("--local_layers=2")
-    assert r.returncode == 2 and "--local_layers" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--shift_max=-1")
     assert r.returncode == 2 and "--shift_max" in r.stderr and r.stderr.strip().count("\n") == 0
     r = run("--short_keys=1.5")
@@ -541,28 +545,56 @@ def test_bad_setting_is_one_line():
     assert r.returncode == 2 and "rope_base" in r.stderr and r.stderr.strip().count("\n") == 0
 
 
+def test_retired_settings_are_unknown():
+    """The settings that only replayed failed runs are gone (docs/passkey_runs.md: commit a4c2472 has them)."""
+    for arg in ("--memory_heads=2", "--local_layers=1", "--shift_from=2500", "--penalize_closed=True",
+                "--long_batch_size=8", "--delta_from_linear=False"):
+        r = run(arg)
+        assert r.returncode == 2 and "unknown key" in r.stderr and r.stderr.strip().count("\n") == 0, arg
+
+
+def test_every_setting_has_its_own_comment():
+    """--help prints each setting with the comment of its own line in passkey.py."""
+    comments = {k: v for k, v in configurator.setting_comments(str(ROOT / "passkey.py")).items() if k in pk.DEFAULTS}
+    assert set(comments) == set(pk.DEFAULTS) and all(comments.values())
+    assert len(set(comments.values())) == len(comments)                   # no comment shared or repeated
+    r = run("--help")
+    assert r.returncode == 0
+    for key, comment in comments.items():
+        assert f"  # {comment}" in r.stdout and f"  {key} = " in r.stdout, key
+
+
+def test_the_recipe_file_is_the_defaults():
+    """config/passkey.py is the shipped recipe: every training setting, at passkey.py's default."""
+    recipe = configurator.read_config_file(str(ROOT / "config" / "passkey.py"), pk.DEFAULTS)
+    run_only = {"out_dir", "memory", "init_from", "train", "overwrite", "device", "eval_lengths", "eval_depths",
+                "eval_samples", "eval_batch_size"}
+    assert set(recipe) == set(pk.DEFAULTS) - run_only
+    assert all(pk.DEFAULTS[k] == v and type(pk.DEFAULTS[k]) is type(v) for k, v in recipe.items()), recipe
+
+
+def test_no_script_imports_passkey():
+    """passkey.py is a script: the modules it uses (passkey_task, passkey_eval, passkey_memory) never import it."""
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("kernels/*.py"), *ROOT.glob("data/**/*.py"), *ROOT.glob("labs/*.py")]:
+        text = path.read_text()
+        assert not re.search(r"^\s*(import passkey\b(?!_)|from passkey import)", text, re.M), path
+
+
 def test_rope_base_reaches_the_model(tmp_path):
-    assert pk.main(tiny_settings(tmp_path, eval_lengths="300", rope_base=500.0)) == 0
-    _, cfg, _ = pk.load_model(str(tmp_path / "delta" / "model.npz"))
+    assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", rope_base=500.0)) == 0
+    _, cfg, _ = pk.load_model(str(tmp_path / "linear" / "model.npz"))
     assert cfg.rope_base == 500.0 and pk.model_config(pk.DEFAULTS, "delta").rope_base == 10000.0
 
 
-@pytest.mark.parametrize("n_layer,memory_layers,memory_heads,local_layers,closed",
-                         [(1, 1, 0, 0, 0), (2, 1, 0, 0, 1), (3, 1, 0, 0, 2), (2, 2, 0, 0, 0), (2, 5, 0, 0, 0),
-                          (2, 1, 1, 0, 1), (3, 1, 0, 1, 1), (3, 5, 0, 1, 0)])
-def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, memory_heads, local_layers, closed):
-    """A tiny run: the layers before the memory_layers ones have their gates shut, and so have the
-    local_layers after them, and stay so; with memory_heads, so do the other heads of the memory layers."""
-    c = tiny_settings(tmp_path, n_layer=n_layer, memory_layers=memory_layers, memory_heads=memory_heads,
-                      local_layers=local_layers, key_penalty=0.5)
+@pytest.mark.parametrize("n_layer,memory_layers,closed", [(1, 1, 0), (2, 1, 1), (3, 1, 2), (2, 2, 0), (2, 5, 0)])
+def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, closed):
+    """A tiny run: the layers before the memory_layers ones have their gates shut, and stay so."""
+    c = tiny_settings(tmp_path, memory="linear", n_layer=n_layer, memory_layers=memory_layers, key_penalty=0.5)
     pk.main(c)
-    params, _, meta = pk.load_model(str(tmp_path / "delta" / "model.npz"))
+    params, _, meta = pk.load_model(str(tmp_path / "linear" / "model.npz"))
     H = c["n_head"]
-    open_heads = memory_heads or H
     betas = [params[f"h.{l}.beta"].tolist() for l in range(n_layer)]
-    assert betas == ([[pk.CLOSED_GATE] * H] * closed +
-                     [[c["beta_init"]] * open_heads + [pk.CLOSED_GATE] * (H - open_heads)] *
-                     (n_layer - closed - local_layers) + [[pk.CLOSED_GATE] * H] * local_layers)
+    assert betas == [[pm.CLOSED_GATE] * H] * closed + [[c["beta_init"]] * H] * (n_layer - closed)
     assert meta["config"]["key_penalty"] == 0.5
 
 
@@ -584,7 +616,7 @@ def test_full_demo(tmp_path):
 def test_shipped_delta_model_finds_keys_at_its_training_length():
     params, cfg, meta = pk.load_model(str(ROOT / "passkey_ckpt" / "delta.npz"))
     assert cfg.memory == "delta" and infini.num_params(params) < 1_000_000
-    res = pk.evaluate(params, cfg, [meta["train_len"]], [0.0, 0.5, 1.0], 6, seed=0)[meta["train_len"]]
+    res = ev.evaluate(params, cfg, [meta["train_len"]], [0.0, 0.5, 1.0], 6, seed=0)[meta["train_len"]]
     exact = np.mean([r["exact"] for r in res.values()])
     assert exact >= 60, res
 
@@ -595,5 +627,5 @@ def test_sample_py_loads_the_passkey_model():
     import sample
     params, cfg, tok = sample.load_model(str(ROOT / "passkey_ckpt" / "delta.npz"))
     assert cfg.memory == "delta"
-    text, answer = pk.make_prompt(600, 0.5, 4321)
+    text, answer = task.make_prompt(600, 0.5, 4321)
     assert tok.decode(tok.encode(text + answer)) == text + answer

@@ -1,0 +1,187 @@
+"""
+passkey_eval.py: the passkey evaluation, streamed through the model's state, and its report.
+
+A prompt of any length (a million characters or more) is read in chunks through
+infini.forward_stream, so the memory used stays bounded: the state holds M and z per layer
+and the keys and values of one unfinished segment, never the prompt. evaluate() scores
+greedy continuations by exact match (passkey_task.is_correct) for every length and key
+depth; offset_accuracy() scores the answer's characters teacher forced, by where the
+character read sits in its segment. table() and heatmap() report the results.
+"""
+import itertools
+
+import numpy as np
+
+import infini
+from passkey_task import (KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, is_correct, make_batch,
+                          prompt_counts, prompt_length, prompt_pieces)
+
+# -----------------------------------------------------------------------------
+# evaluation through the streaming state: bounded memory at any length
+
+MAX_NEW = 7  # " " + 5 digits + one more: a key with a digit too many is seen and counted wrong
+
+
+def text_chunks(pieces, size):
+    """Cut a stream of text pieces into chunks of `size` characters (the last may be shorter)."""
+    buf = ""
+    for piece in pieces:
+        buf += piece
+        whole = len(buf) // size * size                                    # one cut per piece, not per
+        for i in range(0, whole, size):                                    #   chunk: a long string is
+            yield buf[i:i + size]                                          #   copied once, not per chunk
+        buf = buf[whole:]
+    if buf:
+        yield buf
+
+
+def generate_batch(params, cfg, prompts, chunk=512, max_new=MAX_NEW):
+    """Greedy continuations of equally long prompts, all streamed at once in one state.
+
+    prompts: list of B prompts of the same length, each a string or an iterable of text
+    pieces (prompt_pieces), so that no prompt is ever held whole. They are fed in chunks of
+    `chunk` characters (forward_stream cuts them at segment boundaries), then max_new
+    characters are generated one at a time. Returns B strings.
+    """
+    xp = infini.get_array_module(params["wte"])
+    B = len(prompts)
+    table = np.zeros(256, dtype=np.uint8)
+    for ch, i in STOI.items():
+        table[ord(ch)] = i
+    state = infini.init_state(params, cfg, B)
+    streams = [text_chunks([p] if isinstance(p, str) else p, chunk) for p in prompts]
+    for pieces in itertools.zip_longest(*streams, fillvalue=""):          # one chunk of every prompt
+        if any(len(s) != len(pieces[0]) for s in pieces):
+            raise ValueError("a streamed batch needs prompts of one length")
+        ids = table[np.frombuffer("".join(pieces).encode("ascii"), dtype=np.uint8)].reshape(B, -1)
+        logits, state = infini.forward_stream(params, xp.asarray(ids.astype(np.int64)), state, cfg)
+    out = []
+    for _ in range(max_new):
+        nxt = logits[:, -1].argmax(axis=-1)                                # (B,) greedy
+        out.append(infini.to_numpy(nxt))
+        logits, state = infini.forward_stream(params, nxt[:, None], state, cfg)
+    gen = np.stack(out, axis=1)                                            # (B,max_new)
+    return [decode(row) for row in gen]
+
+
+
+def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, chunk=512, progress=None):
+    """Exact-match accuracy (%) and per-digit accuracy (%) for every length and depth.
+
+    Each (length, depth) gets n_per_depth random keys drawn from seed and the length. The
+    prompts of one length with the same number of key digits have the same number of
+    characters whatever their depth, so they are streamed together in batches.
+    Returns {length: {depth: {"exact": %, "digits": %, "samples": [...]}}}.
+    """
+    results = {}
+    for length in lengths:
+        rng = np.random.default_rng([seed, length])
+        keys = rng.integers(KEY_MIN, KEY_MAX + 1, size=(len(depths), n_per_depth))
+        jobs = sorted(((len(str(k)), di, int(k)) for di, row in enumerate(keys) for k in row))
+        hits = {di: [] for di in range(len(depths))}
+        digits = {di: [] for di in range(len(depths))}
+        samples = {di: [] for di in range(len(depths))}
+        groups = {}
+        for nd, di, k in jobs:
+            groups.setdefault(nd, []).append((di, k))
+        for nd, group in groups.items():
+            for b0 in range(0, len(group), batch_size):
+                batch = group[b0:b0 + batch_size]
+                counts = [prompt_counts(length, depths[di], k) + (k,) for di, k in batch]
+                prompts = [prompt_pieces(*xyk) for xyk in counts]         # streamed, never built whole
+                for (di, k), text in zip(batch, generate_batch(params, cfg, prompts, chunk)):
+                    hits[di].append(is_correct(text, k))
+                    digits[di].append(digit_accuracy(text, k))
+                    if len(samples[di]) < 3:
+                        samples[di].append(f"{k} -> {text!r}")
+                if progress is not None:
+                    progress(len(batch) * (prompt_length(*counts[0]) + MAX_NEW))
+        results[length] = {depths[di]: {"exact": 100.0 * float(np.mean(hits[di])),
+                                        "digits": 100.0 * float(np.mean(digits[di])),
+                                        "samples": samples[di]} for di in range(len(depths))}
+    return results
+
+
+def greedy_predictions(params, cfg, idx, chunk=512):
+    """(B,T) the likeliest next token after each position of idx (B,T), streamed through the
+    state in chunks (the memory stays bounded, as in evaluate)."""
+    xp = infini.get_array_module(params["wte"])
+    state = infini.init_state(params, cfg, len(idx))
+    pred = []
+    for t0 in range(0, idx.shape[1], chunk):
+        logits, state = infini.forward_stream(params, xp.asarray(idx[:, t0:t0 + chunk]), state, cfg)
+        pred.append(infini.to_numpy(logits.argmax(axis=-1)))
+    return np.concatenate(pred, axis=1)
+
+
+def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0):
+    """Teacher-forced accuracy (%) of the answer's characters, by the position in its segment
+    of the character the model reads when it predicts each (0..segment_len-1), on training
+    prompts of up to n_max filler repeats, each after 0..segment_len-1 newlines (so that the
+    answer meets every position). A character at position 0 or 1 sees at most two characters
+    through local attention: the rest must come from the memory. -> (accuracy list, count
+    list), one entry per position (None where no answer character fell)."""
+    rng = np.random.default_rng(seed)
+    N = cfg.segment_len
+    hits, counts = np.zeros(N), np.zeros(N)
+    for _ in range(batches):
+        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0, N - 1)
+        pred = greedy_predictions(params, cfg, idx)
+        b, t = np.nonzero(answer_mask(targets, weights))
+        np.add.at(counts, t % N, 1)
+        np.add.at(hits, t % N, pred[b, t] == targets[b, t])
+    acc = [100.0 * h / n if n else None for h, n in zip(hits, counts)]
+    return acc, counts.astype(int).tolist()
+
+
+
+# -----------------------------------------------------------------------------
+# reporting: the paper-style table and a depth x length heat-map
+
+NAMED_DEPTHS = {"start": 0.0, "middle": 0.5, "end": 1.0}
+
+
+def table(rows, lengths):
+    """Markdown table: one row per memory, one column per length, 'start/middle/end' in %."""
+    head = "| memory | " + " | ".join(f"{n:,}" for n in lengths) + " |"
+    lines = [head, "|---" * (len(lengths) + 1) + "|"]
+    for mode, res in rows.items():
+        cells = ["/".join(f"{res[str(n)][d]:.0f}" for d in NAMED_DEPTHS) for n in lengths]
+        lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def heatmap(grid, depths, lengths, title, path):
+    """grid (depths, lengths) of exact-match % as an image."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(lengths), 1.0 + 0.6 * len(depths)))
+    im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+    for i in range(len(depths)):
+        for j in range(len(lengths)):
+            ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=9)
+    ax.set_xticks(range(len(lengths)), [f"{n:,}" for n in lengths], rotation=30)
+    ax.set_yticks(range(len(depths)), [f"{d:g}" for d in depths])
+    ax.set_xlabel("prompt length (characters)")
+    ax.set_ylabel("key depth (0 start, 1 end)")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="exact match %")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def describe_offsets(acc, below=95.0):
+    """'0: 67%, 1: 72%, 2: 94%, the other 29: 98-100%': the positions under `below` one by one
+    (or only how many, when there are more than six)."""
+    low = [f"{i}: {a:.0f}%" for i, a in enumerate(acc) if a is not None and a < below]
+    rest = [a for a in acc if a is not None and a >= below]
+    if len(low) > 6:
+        seen = [a for a in acc if a is not None]
+        return f"{len(low)} of {len(seen)} positions under {below:.0f}% (mean {np.mean(seen):.0f}%)"
+    if rest:
+        span = f"{min(rest):.0f}" if round(min(rest)) == round(max(rest)) else f"{min(rest):.0f}-{max(rest):.0f}"
+        low.append(f"the other {len(rest)}: {span}%")
+    return ", ".join(low)
+
