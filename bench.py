@@ -46,7 +46,7 @@ CONFIGS = {  # name -> (model, batch size, sequence length)
     "gpu": (dict(vocab_size=65, n_layer=12, n_head=12, d_model=768, segment_len=512), 8, 4096),
     "tiny": (dict(vocab_size=65, n_layer=2, n_head=2, d_model=32, segment_len=16), 4, 64),
     "passkey": (dict(vocab_size=45, n_layer=2, n_head=4, d_model=64, segment_len=32), 16, 1344),  # passkey.py's
-    # first model (segments of 32; the README's GPU figures); the shipped one has segments of 128
+    # model with segments of 32, as timed on a GPU in docs/speed.md
 }
 
 
@@ -239,11 +239,16 @@ def main(argv=None):
             ap.error(f"unknown memory mode {m!r} in --modes")
     try:
         xp = infini.backend(args.device)
-        if args.compare == "torch":
-            import torch  # noqa: F401
-    except (ValueError, ImportError) as e:
+    except ValueError as e:
         print(f"bench.py: {e}", file=sys.stderr)
         return 2
+    if args.compare == "torch":
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            print("bench.py: --compare=torch needs PyTorch: pip install -r requirements-compare.txt",
+                  file=sys.stderr)
+            return 2
     if args.malloc == "keep":
         print(f"malloc: freed memory kept for reuse: {parallel.keep_freed_memory()}")
     if args.stream:

@@ -1,0 +1,19 @@
+"""bench.py: its commands run (on the tiny config, in a second) and a missing PyTorch is a
+one-line error that says what to install."""
+import sys
+
+import bench
+
+
+def test_training_and_streaming_run(monkeypatch, capsys):
+    monkeypatch.setattr(bench.time, "sleep", lambda seconds: None)         # the pauses between turns
+    assert bench.main(["--config=tiny", "--modes=delta", "--warmup=0", "--repeats=1", "--malloc=default"]) == 0
+    assert bench.main(["--config=tiny", "--stream", "--stream_tokens=4096", "--malloc=default"]) == 0
+    out = capsys.readouterr().out
+    assert "tok/s" in out and "peak host memory" in out
+
+
+def test_compare_without_torch_says_what_to_install(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch", None)                        # import torch -> ImportError
+    assert bench.main(["--config=tiny", "--compare=torch"]) == 2
+    assert "pip install -r requirements-compare.txt" in capsys.readouterr().err
