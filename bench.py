@@ -47,7 +47,7 @@ CONFIGS = {  # name -> (model, batch size, sequence length)
     "gpu": (dict(vocab_size=65, n_layer=12, n_head=12, d_model=768, segment_len=512), 8, 4096),
     "tiny": (dict(vocab_size=65, n_layer=2, n_head=2, d_model=32, segment_len=16), 4, 64),
     "passkey": (dict(vocab_size=45, n_layer=2, n_head=4, d_model=64, segment_len=32), 16, 1344),  # passkey.py's
-    # first model (segments of 32; the README's GPU figures); the shipped one has segments of 128
+    # model with segments of 32, as timed on a GPU in docs/speed.md
 }
 
 

@@ -37,7 +37,7 @@ def gate_values(params, cfg):
     if cfg.memory == "none":
         raise ValueError("a model with memory 'none' has no gates")
     betas = np.stack([infini.to_numpy(params[f"h.{l}.beta"]).astype(np.float64) for l in range(cfg.n_layer)])
-    return 1.0 / (1.0 + np.exp(-betas))
+    return infini.sigmoid(betas)
 
 
 def classify(g, lo=0.2, hi=0.8):

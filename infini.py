@@ -231,34 +231,21 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 def gelu_forward(x):
-    # tanh approximation: 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
-    # (GELU runs on the widest activations, (B,T,4C): in-place steps save memory traffic)
+    # tanh approximation: out = 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3)
     xp = get_array_module(x)
-    x2 = x * x
-    u = x2 * (GELU_C * 0.044715)
-    u += GELU_C
-    u *= x                                                                 # u = C (x + a x^3)
-    t = xp.tanh(u, out=u)
-    out = t + 1.0
-    out *= x
-    out *= 0.5
-    return out, (x, x2, t)
+    t = xp.tanh(GELU_C * (x + 0.044715 * x * x * x))                       # tanh(u), (B,T,4C)
+    out = 0.5 * x * (1.0 + t)
+    return out, (x, t)
 
 
 def gelu_backward(dout, cache):
-    x, x2, t = cache
+    x, t = cache
+    # forward was: out = 0.5 x (1 + t), t = tanh(u), u = sqrt(2/pi) (x + 0.044715 x^3)
     # LAB 1 BEGIN gelu_backward
-    # d/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, du/dx = C (1 + 3 a x^2)
-    du_dx = x2 * (3 * 0.044715 * GELU_C)
-    du_dx += GELU_C
-    dx = t * t
-    dx -= 1.0
-    dx *= x
-    dx *= du_dx                                                            # -x (1 - t^2) du/dx
-    dx -= t
-    dx -= 1.0
-    dx *= -0.5 * dout                                                      # 0.5 ((1 + t) + x (1 - t^2) du/dx)
-    return dx
+    # d out/dx = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx, with du/dx = sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+    du_dx = GELU_C * (1.0 + 3 * 0.044715 * x * x)
+    local_grad = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du_dx
+    return local_grad * dout
     # LAB 1 END
 
 
@@ -585,6 +572,13 @@ def mlp_backward(dout, cache):
     return dh, dw1, dw2
 
 
+def log_softmax(logits):
+    # (..., V) -> log p (..., V); the row's max is subtracted first so that exp cannot overflow
+    xp = get_array_module(logits)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))
+
+
 def cross_entropy_forward(logits, targets, weights=None):
     # logits (B,T,V), targets (B,T) with -1 meaning "no loss here". -> mean loss (scalar array)
     # weights (B,T), optional: the loss is then sum(w * ce) / sum(w) over the targets != -1
@@ -597,8 +591,7 @@ def cross_entropy_forward(logits, targets, weights=None):
     if weights is not None:
         w *= weights.reshape(-1)
     n = float(w.sum())
-    z = logits2 - logits2.max(axis=-1, keepdims=True)
-    logp = z - xp.log(xp.exp(z).sum(axis=-1, keepdims=True))               # log-softmax
+    logp = log_softmax(logits2)                                            # (BT,V)
     tsafe = xp.where(valid, t, 0)
     picked = logp[xp.arange(t.shape[0]), tsafe]                            # (BT,)
     loss = -(picked * w).sum() / n

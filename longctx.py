@@ -130,9 +130,7 @@ def load_val_plays(data_dir, eval_len):
 
 def token_losses(logits, targets):
     """-log p(target) of every position: logits (B,n,V), targets (B,n) -> (B,n) float64 NumPy."""
-    z = infini.to_numpy(logits).astype(np.float64)
-    z = z - z.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))               # log-softmax, (B,n,V)
+    logp = infini.log_softmax(infini.to_numpy(logits).astype(np.float64))  # (B,n,V)
     return -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
 
 

@@ -1,5 +1,5 @@
 """
-kernels/fast.py: a faster Infini-attention layer, the same math as infini.py.
+kernels/fast.py: the Infini-attention layer with its segments batched, the same math as infini.py.
 
 infini.attention_forward/backward walk through the segments one at a time, which is the
 clearest way to read the recurrence. This version computes everything that does not
@@ -18,8 +18,9 @@ step in a loop:
 - the loop over segments only updates Mz (Eq. 8 or 9), forward and back;
 - the final update, which nothing reads, is skipped.
 
-It works on NumPy and CuPy arrays alike. tests/test_kernels.py checks it against the
-plain layer (outputs and every gradient); use it through
+On a 2-core CPU it is no faster than the plain layer (docs/speed.md), so train.py uses
+the plain one. It works on NumPy and CuPy arrays alike. tests/test_kernels.py checks it
+against the plain layer (outputs and every gradient); use it through
 
     loss, grads = infini.loss_and_grads(params, idx, targets, cfg, attention=fast.ATTENTION)
 """

@@ -314,18 +314,6 @@ def test_cuda_without_cupy_is_exit_2_everywhere(tmp_path):
     assert os.listdir(tmp_path) == []                                    # and no folder left behind
 
 
-def test_bench_compare_torch_says_how_to_install_it():
-    try:
-        import torch  # noqa: F401
-        pytest.skip("torch is installed")
-    except ImportError:
-        pass
-    r = run("bench.py", "--compare=torch")
-    assert r.returncode == 2
-    one_line_error(r.stderr, "pip install -r requirements-compare.txt")
-    assert (ROOT / "requirements-compare.txt").read_text().count("torch") >= 1
-
-
 def test_the_learning_rate_decays_to_the_end_of_the_run():
     c = {**train.DEFAULTS, "max_iters": 400}
     assert train.get_lr(399, c) == pytest.approx(c["min_lr"], rel=1e-3)
@@ -339,8 +327,3 @@ def test_help_says_what_each_setting_does():
     assert "evaluate, log and save a checkpoint" in lines["eval_interval"]
     assert all("#" in lines[k] for k in train.DEFAULTS), [k for k in train.DEFAULTS if "#" not in lines[k]]
 
-
-def test_bench_measures_the_cost_of_the_nan_check():
-    r = run("bench.py", "--checks", "--config=tiny", "--repeats=2", "--warmup=0")
-    assert r.returncode == 0, r.stderr
-    assert "the check costs" in r.stdout and "%" in r.stdout
