@@ -11,7 +11,7 @@ bench.py: how fast is infini.py? Training steps and streaming inference, measure
 A training step is what train.py does: forward, backward, gradient clipping, AdamW. On the
 CPU we time it twice: the whole batch in one call (NumPy's BLAS uses every core for the
 matmuls, the element-wise work runs on one), and the batch split across one thread per core
-(kernels/parallel.py, BLAS held to one thread each); train.py uses the split. Like
+(speed/parallel.py, BLAS held to one thread each); train.py uses the split. Like
 train.py, bench.py first asks malloc to keep freed memory for reuse (--malloc=default to
 compare without: it changes PyTorch's allocations in this process too). Ours and
 PyTorch's take turns (see time_steps) so that both see the same machine load, and we
@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 import infini
-from kernels import parallel
+from speed import parallel
 
 CONFIGS = {  # name -> (model, batch size, sequence length)
     "cpu": (dict(vocab_size=65, n_layer=4, n_head=4, d_model=128, segment_len=64), 12, 256),
@@ -93,7 +93,7 @@ def torch_matmul_peak(device, n=2048, repeats=5):
 
 
 def our_trainer(cfg, params, xp, threads):
-    """train.py's step. threads > 1: the batch split across threads (kernels/parallel.py)."""
+    """train.py's step. threads > 1: the batch split across threads (speed/parallel.py)."""
     opt = infini.adamw_init(params)
 
     def step(idx, targets):
@@ -254,9 +254,9 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=parallel.default_threads(),
-                    help="CPU threads: for our batch split (kernels/parallel.py) and for torch")
+                    help="CPU threads: for our batch split (speed/parallel.py) and for torch")
     ap.add_argument("--malloc", default="keep", choices=["keep", "default"],
-                    help="keep: freed memory is reused (kernels/parallel.py keep_freed_memory, "
+                    help="keep: freed memory is reused (speed/parallel.py keep_freed_memory, "
                          "as train.py does); default: glibc's own settings. Applies to torch too")
     ap.add_argument("--stream", action="store_true", help="measure streaming inference instead")
     ap.add_argument("--checks", action="store_true",

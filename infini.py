@@ -614,7 +614,7 @@ def model_forward(params, idx, cfg, attention=PLAIN_ATTENTION):
     """idx (B,T) -> logits (B,T,V), cache.
 
     attention is the (forward, backward) pair of the Infini-attention layer: the plain one
-    above, or a faster one from kernels/ that tests check against it.
+    above, or a faster one from speed/ that tests check against it.
     """
     p = params
     x, c_emb = embedding_forward(p["wte"], idx)                            # (B,T,C), no positions
@@ -741,7 +741,7 @@ def forward(params, idx, cfg, attention=PLAIN_ATTENTION):
 def loss_and_grads(params, idx, targets, cfg, attention=PLAIN_ATTENTION, weights=None, return_logits=False):
     """Mean cross-entropy over targets != -1, and its gradient for every parameter.
 
-    attention: see model_forward (kernels.fast.ATTENTION is a batched pair checked against it).
+    attention: see model_forward (speed.fast.ATTENTION is a batched pair checked against it).
     weights (B,T), optional: a weight per target; the loss is then sum(w * ce) / sum(w).
     return_logits: also return the forward's logits (B,T,V), say for an accuracy.
     """

@@ -60,7 +60,7 @@ import infini
 import passkey_eval
 import passkey_memory
 import passkey_task
-from kernels import parallel
+from speed import parallel
 
 # -----------------------------------------------------------------------------
 # default settings: the shipped recipe (config/passkey.py repeats it)
@@ -384,7 +384,7 @@ def run_mode(c, mode):
 
 
 def main(c):
-    parallel.keep_freed_memory()  # large temporaries reuse freed memory (kernels/parallel.py)
+    parallel.keep_freed_memory()  # large temporaries reuse freed memory (speed/parallel.py)
     if c["train"]:
         c["init_from"] = "scratch"
     modes = MODES if c["memory"] == "all" else (c["memory"],)

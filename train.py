@@ -38,7 +38,7 @@ from tqdm import tqdm
 import checkpoint
 import configurator
 import infini
-from kernels import parallel
+from speed import parallel
 
 # -----------------------------------------------------------------------------
 # default settings: a 4-layer char model that trains in about 4 minutes on 2 CPU cores
@@ -443,7 +443,7 @@ def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_nam
 def main(config):
     """The command line around train(): one-line errors, exit status 0 / 1 / 2 / 130."""
     t0 = time.time()
-    parallel.keep_freed_memory()  # large temporaries reuse freed memory (kernels/parallel.py)
+    parallel.keep_freed_memory()  # large temporaries reuse freed memory (speed/parallel.py)
     try:
         result = train(config)
     except TrainingDiverged as e:

@@ -18,7 +18,7 @@ which the body of every chosen region is replaced by one line,
     raise NotImplementedError("Lab <n>: implement <name> (see labs/lab<n>_<topic>.md)")
 
 indented like the body. The marker lines stay, so students see where their code goes and
-everything outside the bodies is byte for byte the project's. SOLUTION_PATHS (kernels/,
+everything outside the bodies is byte for byte the project's. SOLUTION_PATHS (speed/,
 a fast attention layer with every forward and backward written out), the tests that
 import them, and INSTRUCTOR_PATHS (tests/test_labs.py) are left out.
 Errors are one line and exit with status 2.
@@ -36,7 +36,7 @@ ROOT = os.path.dirname(LABS_DIR)
 MARKER = re.compile(r"^([ \t]*)# LAB (\d+) (BEGIN|END)\b[ \t]*(.*?)[ \t]*$")
 NAME_OK = re.compile(r"^[A-Za-z_][\w ,.()'=+-]*$")
 # files that hold the lab solutions in another form: never copied to students
-SOLUTION_PATHS = ("kernels/fast.py", "tests/test_kernels.py")
+SOLUTION_PATHS = ("speed/fast.py", "tests/test_speed.py")
 # the instructor's checks of the labs themselves: no use to students
 INSTRUCTOR_PATHS = ("tests/test_labs.py",)
 # walking without git: always skipped, whatever .gitignore says
@@ -209,7 +209,7 @@ def imported(path, modules):
 
 
 def module_of(rel):
-    """The name a file is imported by: kernels/fast.py -> kernels.fast, tests/test_x.py ->
+    """The name a file is imported by: speed/fast.py -> speed.fast, tests/test_x.py ->
     test_x (pytest puts tests/ on the path), train.py -> train."""
     if rel.startswith("tests/"):
         return rel.rsplit("/", 1)[-1].removesuffix(".py")

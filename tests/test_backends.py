@@ -6,7 +6,7 @@ import pytest
 
 import fakecupy
 import infini
-from kernels import fast
+from speed import fast
 from test_infini import random_params, rel_error
 
 

@@ -19,7 +19,7 @@ import longctx
 import passkey
 import sample
 import train
-from kernels import parallel
+from speed import parallel
 from scripts import ROOT, one_line_error, run, tiny
 
 

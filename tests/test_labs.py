@@ -35,7 +35,7 @@ def student(tmp_path_factory):
     out = tmp_path_factory.mktemp("labs") / "student"
     r = run_make(out)
     assert r.returncode == 0, r.stderr
-    assert "kernels/fast.py (holds solutions)" in r.stdout or not os.path.isdir(os.path.join(ROOT, "kernels"))
+    assert "speed/fast.py (holds solutions)" in r.stdout or not os.path.isdir(os.path.join(ROOT, "speed"))
     return str(out)
 
 
@@ -100,7 +100,7 @@ def test_the_student_copy_is_the_project_outside_the_regions(student):
     got = sorted(os.path.relpath(os.path.join(d, f), student).replace(os.sep, "/")
                  for d, _, fs in os.walk(student) for f in fs)
     assert got == kept
-    assert "kernels/fast.py" not in got                          # a full solution in another form
+    assert "speed/fast.py" not in got                          # a full solution in another form
     stubs = {}
     for rel in kept:
         with open(os.path.join(ROOT, rel), "rb") as f:
@@ -201,9 +201,9 @@ def test_without_git_the_walk_skips_caches_and_ignored_files(tmp_path):
                       "labs/lab1_f.md": "# Lab 1\n", ".gitignore": "out*/\n*.bin\n",
                       "__pycache__/infini.cpython-311.pyc": "x", "out-run/ckpt.npz": "x",
                       "data/train.bin": "x", "data/prepare.py": "x = 1\n",
-                      "kernels/fast.py": "x = 1\n", "tests/test_kernels.py": "import kernels\n",
-                      "tests/test_more.py": "from test_kernels import x\n", "tests/test_f.py": "import infini\n",
-                      "bench.py": "import numpy\nfrom kernels import fast\n"}.items():
+                      "speed/fast.py": "x = 1\n", "tests/test_speed.py": "import speed\n",
+                      "tests/test_more.py": "from test_speed import x\n", "tests/test_f.py": "import infini\n",
+                      "bench.py": "import numpy\nfrom speed import fast\n"}.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
     r = run_make(tmp_path / "out", f"--src={src}")
@@ -211,8 +211,8 @@ def test_without_git_the_walk_skips_caches_and_ignored_files(tmp_path):
     got = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "out").replace(os.sep, "/")
                  for d, _, fs in os.walk(tmp_path / "out") for f in fs)
     assert got == [".gitignore", "bench.py", "data/prepare.py", "infini.py", "labs/lab1_f.md", "tests/test_f.py"]
-    assert "tests/test_more.py (imports test_kernels)" in r.stdout
-    assert "warning: bench.py:2 imports kernels.fast, which the student copy leaves out" in r.stdout
+    assert "tests/test_more.py (imports test_speed)" in r.stdout
+    assert "warning: bench.py:2 imports speed.fast, which the student copy leaves out" in r.stdout
     assert (tmp_path / "out" / "infini.py").read_text() == (
         'def f():\n    # LAB 1 BEGIN f\n    raise NotImplementedError("Lab 1: implement f (see labs/lab1_f.md)")\n'
         '    # LAB 1 END\n')

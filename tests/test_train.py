@@ -20,7 +20,7 @@ import configurator
 import infini
 import sample
 import train
-from kernels import parallel
+from speed import parallel
 
 from scripts import ROOT, SUBSET, one_line_error, run, tiny
 

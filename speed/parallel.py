@@ -1,5 +1,5 @@
 """
-kernels/parallel.py: data-parallel training steps across the cores of a CPU.
+speed/parallel.py: data-parallel training steps across the cores of a CPU.
 
 NumPy runs element-wise work (softmax, GELU, norms, the memory's feature map) on one
 core; only BLAS, for the matmuls, uses several. On a 2-core machine that leaves a core

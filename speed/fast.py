@@ -1,5 +1,5 @@
 """
-kernels/fast.py: the Infini-attention layer with its segments batched, the same math as infini.py.
+speed/fast.py: the Infini-attention layer with its segments batched, the same math as infini.py.
 
 infini.attention_forward/backward walk through the segments one at a time, which is the
 clearest way to read the recurrence. This version computes everything that does not
@@ -19,7 +19,7 @@ step in a loop:
 - the final update, which nothing reads, is skipped.
 
 On a 2-core CPU it is no faster than the plain layer (docs/speed.md), so train.py uses
-the plain one. It works on NumPy and CuPy arrays alike. tests/test_kernels.py checks it
+the plain one. It works on NumPy and CuPy arrays alike. tests/test_speed.py checks it
 against the plain layer (outputs and every gradient); use it through
 
     loss, grads = infini.loss_and_grads(params, idx, targets, cfg, attention=fast.ATTENTION)

@@ -1,4 +1,4 @@
-"""kernels/: the fast layer against the plain one in infini.py and finite differences;
+"""speed/: the fast layer against the plain one in infini.py and finite differences;
 the data-parallel threads against one batch."""
 
 import platform
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import infini
-from kernels import fast
+from speed import fast
 from test_infini import numerical_grad, random_params, rel_error
 
 
@@ -60,9 +60,9 @@ def test_fast_attention_float32():
 
 @pytest.mark.parametrize("threads", [2, 3, 5, 16])
 def test_parallel_slices_equal_one_batch(threads):
-    """kernels/parallel.py: the batch in slices across threads, the same loss and gradients
+    """speed/parallel.py: the batch in slices across threads, the same loss and gradients
     (also with as many threads as examples, or more: a machine with more cores than the batch)."""
-    from kernels import parallel
+    from speed import parallel
     cfg = infini.Config(vocab_size=11, n_layer=2, n_head=2, d_model=8, segment_len=4, memory="delta")
     params = random_params(cfg)
     rng = np.random.default_rng(0)
@@ -79,7 +79,7 @@ def test_parallel_slices_equal_one_batch(threads):
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_on_glibc():
     """train.py's malloc setting takes (on glibc), and results do not depend on it."""
-    from kernels import parallel
+    from speed import parallel
     cfg = infini.Config(vocab_size=11, n_layer=1, n_head=2, d_model=8, segment_len=4, memory="delta")
     params = infini.init_params(cfg, seed=0)
     idx = np.random.default_rng(0).integers(0, 11, size=(2, 9))
