@@ -6,10 +6,7 @@ end-to-end runs of passkey.py (in-process and as a script). The fast ones take a
 the full demo is marked slow.
 """
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import passkey as pk
 import passkey_eval as ev
 import passkey_memory as pm
 import passkey_task as task
+import scripts
 
 ROOT = Path(__file__).resolve().parent.parent
 F = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -454,8 +452,7 @@ def test_resume_evaluates_without_training(tmp_path, capsys):
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "passkey.py", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    return scripts.run("passkey.py", *args)
 
 
 def test_script_starts_and_finishes(tmp_path):
@@ -602,8 +599,7 @@ def test_memory_layers_close_the_first_gates(tmp_path, n_layer, memory_layers, c
 def test_full_demo(tmp_path):
     """python passkey.py: the shipped models, evaluated up to 32x their training length; the
     goal is >= 90% exact match at start, middle and end there."""
-    r = subprocess.run([sys.executable, "passkey.py", f"--out_dir={tmp_path}"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=900)
+    r = scripts.run("passkey.py", f"--out_dir={tmp_path}", timeout=900)
     assert r.returncode == 0, r.stderr
     delta = json.loads((tmp_path / "delta" / "results.json").read_text())
     longest = max(delta["results"], key=int)
