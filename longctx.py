@@ -46,6 +46,7 @@ from tqdm import tqdm
 
 import checkpoint
 import configurator
+import heldout
 import infini
 
 # -----------------------------------------------------------------------------
@@ -111,121 +112,6 @@ def train_all(c):
 
 
 # -----------------------------------------------------------------------------
-# evaluation: per-token losses of the held-out plays, read from their start
-
-
-def load_val_plays(data_dir, eval_len):
-    """-> [(name, ids)]: the first eval_len + 1 tokens of each held-out play (the whole play
-    if eval_len is 0 or the play is shorter), int64 arrays, from val.bin and meta.pkl's val_docs."""
-    import pickle
-    with open(os.path.join(data_dir, "meta.pkl"), "rb") as f:
-        meta = pickle.load(f)
-    val = np.memmap(os.path.join(data_dir, "val.bin"), dtype=np.uint16, mode="r")
-    plays = []
-    for doc in meta["val_docs"]:
-        end = doc["end"] if not eval_len else min(doc["end"], doc["start"] + eval_len + 1)
-        plays.append((doc["name"], np.asarray(val[doc["start"]:end], dtype=np.int64)))
-    return plays, meta
-
-
-def token_losses(logits, targets):
-    """-log p(target) of every position: logits (B,n,V), targets (B,n) -> (B,n) float64 NumPy."""
-    logp = infini.log_softmax(infini.to_numpy(logits).astype(np.float64))  # (B,n,V)
-    return -np.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
-
-
-def stream_losses(params, cfg, ids, progress=None):
-    """Per-token losses (B,T) of ids (B,T+1), read through infini.forward_stream N tokens at a
-    time (the state is bounded, whatever T). Token t's loss is for predicting ids[:, t+1]
-    having read ids[:, :t+1]. -> losses, the largest state_numbers per sequence seen between calls."""
-    xp = infini.get_array_module(params["wte"])
-    B, T = ids.shape[0], ids.shape[1] - 1
-    state = infini.init_state(params, cfg, batch_size=B)
-    losses = np.empty((B, T))
-    biggest = 0
-    for t0 in range(0, T, cfg.segment_len):
-        t1 = min(t0 + cfg.segment_len, T)
-        logits, state = infini.forward_stream(params, xp.asarray(ids[:, t0:t1]), state, cfg)  # (B,n,V)
-        losses[:, t0:t1] = token_losses(logits, ids[:, t0 + 1:t1 + 1])
-        biggest = max(biggest, infini.state_numbers(state) // B)
-        if progress is not None:
-            progress.update(B * (t1 - t0))
-    return losses, biggest
-
-
-def sliding_losses(params, cfg, ids, progress=None):
-    """Per-token losses (B,T) of a model without memory, in sliding windows of N = segment_len
-    tokens moved N/2 at a time: each token's prediction sees at least N/2 earlier tokens
-    (all of them in the first window). One infini.forward per window."""
-    if cfg.memory != "none":
-        raise ValueError("sliding windows are for models without memory")
-    xp = infini.get_array_module(params["wte"])
-    B, T, N = ids.shape[0], ids.shape[1] - 1, cfg.segment_len
-    stride = max(1, N // 2)
-    losses = np.empty((B, T))
-    for t0 in range(0, T, stride):                                         # these tokens' losses come
-        t1 = min(t0 + stride, T)                                           # from the window [w0, t1)
-        w0 = max(0, t1 - N)
-        logits = infini.forward(params, xp.asarray(ids[:, w0:t1]), cfg)   # one segment: full attention
-        losses[:, t0:t1] = token_losses(logits[:, t0 - w0:], ids[:, t0 + 1:t1 + 1])
-        if progress is not None:
-            progress.update(B * (t1 - t0))
-    return losses
-
-
-def play_losses(params, cfg, plays, mode="stream", progress=None):
-    """Per-token losses of each play, a list of 1-D arrays. Plays of one length are read
-    together as one batch (they are when eval_len is shorter than every play)."""
-    out = [None] * len(plays)
-    biggest = 0
-    by_len = {}
-    for i, (_, ids) in enumerate(plays):
-        by_len.setdefault(len(ids), []).append(i)
-    for n, idxs in by_len.items():
-        if n < 2:
-            raise ValueError(f"play {plays[idxs[0]][0]} has fewer than 2 tokens")
-        ids = np.stack([plays[i][1] for i in idxs])                        # (B,T+1)
-        if mode == "sliding":
-            losses = sliding_losses(params, cfg, ids, progress)
-        else:
-            losses, b = stream_losses(params, cfg, ids, progress)
-            biggest = max(biggest, b)
-        for j, i in enumerate(idxs):
-            out[i] = losses[j]
-    return out, biggest
-
-
-def bucket_means(losses, edges):
-    """Mean loss of the positions in [edges[i], edges[i+1]) over all plays (a list of 1-D
-    arrays of per-token losses), with the count of tokens in each. NaN for an empty bucket."""
-    means, counts = [], []
-    for a, b in zip(edges[:-1], edges[1:]):
-        parts = [x[a:b] for x in losses if len(x) > a]
-        n = sum(len(p) for p in parts)
-        means.append(float(sum(p.sum() for p in parts) / n) if n else float("nan"))
-        counts.append(n)
-    return means, counts
-
-
-def segment_start_loss(losses, N, k=16):
-    """Mean loss of the first k tokens of every segment but the first (positions p >= N with
-    p mod N < k): there the local attention has seen almost nothing, so only a memory can help."""
-    parts = [x[N:][(np.arange(N, len(x)) % N) < k] for x in losses if len(x) > N]
-    n = sum(len(p) for p in parts)
-    return float(sum(p.sum() for p in parts) / n) if n else float("nan")
-
-
-def position_curve(losses, n_bins=30, first=16):
-    """(positions, mean losses) in bins [0, first) and then log-spaced, for the plot."""
-    T = max(len(x) for x in losses)
-    edges = np.unique(np.round(np.geomspace(min(first, T), T, n_bins)).astype(int))
-    edges = np.concatenate([[0], edges])
-    means, _ = bucket_means(losses, list(edges))
-    centres = [math.sqrt(max(a, 1) * b) for a, b in zip(edges[:-1], edges[1:])]
-    return centres, means
-
-
-# -----------------------------------------------------------------------------
 # memory footprint: Table 1 of the paper, and what the streaming state holds
 
 
@@ -268,16 +154,16 @@ def evaluate(name, path, plays, edges, windows=WINDOWS, device="auto"):
         total = sum(len(ids) - 1 for _, ids in plays)
         label = name if mode == "stream" else f"{name} ({mode} {cfg.segment_len})"
         with tqdm(total=total, desc=label, unit="tok", leave=False, dynamic_ncols=True) as bar:
-            losses, biggest = play_losses(params, cfg, plays, "sliding" if mode == "sliding" else "stream", bar)
-        means, counts = bucket_means(losses, edges)
+            losses, biggest = heldout.play_losses(params, cfg, plays, "sliding" if mode == "sliding" else "stream", bar)
+        means, counts = heldout.bucket_means(losses, edges)
         overall = float(np.concatenate(losses).mean())
-        curve = position_curve(losses)
+        curve = heldout.position_curve(losses)
         rows.append({"name": label, "model": name, "ckpt": path, "mode": mode, "memory": cfg.memory,
                      "segment_len": cfg.segment_len, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
                      "d_model": cfg.d_model, "step": meta.get("step"),
                      "val_loss_train_py": (meta.get("eval") or {}).get("val"),
                      "buckets": means, "bucket_tokens": counts, "loss": overall,
-                     "segment_start": segment_start_loss(losses, cfg.segment_len), "seconds": time.time() - t0,
+                     "segment_start": heldout.segment_start_loss(losses, cfg.segment_len), "seconds": time.time() - t0,
                      "state_seen": biggest, "footprint": fp, "curve": [list(map(float, x)) for x in curve],
                      "plays": [{"name": n, "tokens": len(x), "loss": float(x.mean())}
                                for (n, _), x in zip(plays, losses)]})
@@ -440,7 +326,7 @@ def main(c):
         print(f"error: {e}", file=sys.stderr)
         return 1
     data_dir = c["data_dir"] or os.path.join(ROOT, "data", c["dataset"])
-    plays, _ = load_val_plays(data_dir, c["eval_len"])
+    plays, _ = heldout.load_val_plays(data_dir, c["eval_len"])
     edges = parse_edges(c["buckets"])
     T = max(len(ids) - 1 for _, ids in plays)
     edges = [e for e in edges if e < T] + [T]                                 # the last bucket ends at T

@@ -45,8 +45,8 @@ from speed import parallel
 # (config/train_shakespeare_char.py repeats them)
 # I/O
 out_dir = "out-shakespeare-char"  # ckpt.npz, log.jsonl and loss.png go here
-eval_interval = 100        # evaluate, log and save a checkpoint every this many steps
-eval_iters = 12            # batches per split in each evaluation
+eval_interval = 250        # evaluate, log and save a checkpoint every this many steps
+eval_iters = 20            # batches per split in each evaluation
 log_interval = 10          # refresh the progress bar's loss and tokens/s every this many steps
 always_save_checkpoint = True  # False: save at an evaluation only when the val loss improved
 init_from = "scratch"      # "scratch" or "resume" (from out_dir/ckpt.npz)
@@ -54,18 +54,19 @@ overwrite = False          # True: a new run may replace the checkpoint already 
 # data
 dataset = "shakespeare_char"  # "shakespeare_char" (characters) or "shakespeare" (BPE)
 data_dir = ""              # "" = data/<dataset>; prepared there on first use
-batch_size = 12            # sequences per optimiser step
-block_size = 256           # tokens per training sequence: 4 segments, so the memory is used
+batch_size = 4             # sequences per optimiser step
+block_size = 256           # tokens per training sequence: 2 segments, so the memory is used
 # model
 n_layer = 4                # L: transformer blocks
 n_head = 4                 # H: heads per block
 d_model = 128              # C: width of the residual stream
-segment_len = 64           # N: tokens per segment of local attention
+segment_len = 128          # N: tokens per segment of local attention
 memory = "delta"           # "delta" (Eq. 9), "linear" (Eq. 8) or "none" (local attention only)
+beta_init = -3.0           # the gates' first logit: each head starts as 0.05 memory read, 0.95 local attention
 bptt_segments = 0          # 0: back-propagate through the memory over the whole sequence
 # AdamW
-learning_rate = 2e-3       # peak learning rate
-max_iters = 1000           # optimiser steps in all
+learning_rate = 4e-3       # peak learning rate
+max_iters = 2400           # optimiser steps in all
 weight_decay = 0.1         # decoupled weight decay on the matrices (not on norms and gates)
 beta1 = 0.9                # AdamW's first-moment decay
 beta2 = 0.95               # AdamW's second-moment decay
@@ -74,7 +75,7 @@ beta_lr_mult = 10.0        # the gates' learning rate is this times larger (SPEC
 # learning rate schedule: linear warmup, then cosine decay down to min_lr
 warmup_iters = 100         # steps of linear warmup from 0 to learning_rate
 lr_decay_iters = 0         # the cosine reaches min_lr at this step (0: at max_iters, the end of the run)
-min_lr = 2e-4              # the learning rate at the end of the decay
+min_lr = 4e-4              # the learning rate at the end of the decay
 # system
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
 seed = 1337                # initial weights and the order of the training batches
@@ -84,7 +85,7 @@ DEFAULTS = configurator.defaults(globals())
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATASETS = ("shakespeare_char", "shakespeare")
-MODEL_KEYS = ("n_layer", "n_head", "d_model", "segment_len", "memory", "bptt_segments")
+MODEL_KEYS = ("n_layer", "n_head", "d_model", "segment_len", "memory", "beta_init", "bptt_segments")
 RUN_FILES = ("ckpt.npz", "log.jsonl", "loss.png")  # what a run writes into out_dir
 PROGRESS_KEYS = ("step", "last_eval_step", "best_val_loss", "elapsed", "eval")  # where a run stands
 
@@ -121,8 +122,7 @@ def validate(c):
     if not c["out_dir"]:
         raise ValueError("--out_dir must not be empty")
     # the model's own checks (d_model divisible by n_head, an even head size, ...)
-    infini.Config(n_layer=c["n_layer"], n_head=c["n_head"], d_model=c["d_model"],
-                  segment_len=c["segment_len"], memory=c["memory"], bptt_segments=c["bptt_segments"])
+    infini.Config(**{k: c[k] for k in MODEL_KEYS})
 
 
 def decay_iters(c):
@@ -307,9 +307,10 @@ def train(config=None):
             raise checkpoint.CheckpointError(f"{ckpt_path} has no optimiser state to resume from")
         # the checkpoint's settings, updated by those given now, except the model and dataset
         saved, fixed = meta["config"], ("dataset",) + MODEL_KEYS
-        ignored = [k for k in fixed if k in config and config[k] != saved[k]]
+        ignored = [k for k in fixed if k in config and config[k] != saved.get(k, DEFAULTS[k])]
         if ignored:
-            print("resuming: keeping the checkpoint's " + ", ".join(f"{k}={saved[k]!r}" for k in ignored))
+            print("resuming: keeping the checkpoint's " + ", ".join(f"{k}={saved.get(k, DEFAULTS[k])!r}"
+                                                                   for k in ignored))
         c = {**DEFAULTS, **{k: v for k, v in saved.items() if k in DEFAULTS},
              **{k: v for k, v in config.items() if k not in fixed}, "out_dir": out, "init_from": "resume"}
         validate(c)
@@ -337,9 +338,7 @@ def train(config=None):
         with open(log_path, "w") as f:
             f.writelines(json.dumps(e) + "\n" for e in entries)
     else:
-        cfg = infini.Config(vocab_size=data_meta["vocab_size"], n_layer=c["n_layer"], n_head=c["n_head"],
-                            d_model=c["d_model"], segment_len=c["segment_len"], memory=c["memory"],
-                            bptt_segments=c["bptt_segments"])
+        cfg = infini.Config(vocab_size=data_meta["vocab_size"], **{k: c[k] for k in MODEL_KEYS})
         params = infini.init_params(cfg, seed=c["seed"])
         opt = infini.adamw_init(params)
         progress = {"step": 0, "last_eval_step": None, "best_val_loss": None, "elapsed": 0.0, "eval": {}}

@@ -86,7 +86,7 @@ def test_help_prints_the_defaults(capsys):
         configurator.apply(dict(train.DEFAULTS), ["--help"], train.validate, train.__doc__)
     assert e.value.code == 0
     out = capsys.readouterr().out
-    assert "batch_size = 12" in out and "memory = 'delta'" in out
+    assert "batch_size = 4" in out and "memory = 'delta'" in out
 
 
 def test_overrides_are_only_what_was_given(tmp_path):
@@ -155,6 +155,13 @@ def straight(char_dir, tmp_path_factory):
 def log_losses(out):
     return [(e["step"], e["train_loss"], e["val_loss"])
             for e in map(json.loads, (Path(out) / "log.jsonl").read_text().splitlines())]
+
+
+def test_beta_init_sets_the_first_gates(char_dir, tmp_path):
+    result = train.train(tiny(char_dir, tmp_path / "gates", beta_init=-3.0, max_iters=1, beta_lr_mult=0.0))
+    params, cfg, meta = checkpoint.load_model(result["ckpt"])
+    assert cfg.beta_init == -3.0 and meta["config"]["beta_init"] == -3.0
+    np.testing.assert_allclose(params["h.0.beta"], -3.0)                   # beta_lr_mult 0: the gates stay
 
 
 def test_resume_is_exact(char_dir, straight, tmp_path, capsys):
