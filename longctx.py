@@ -58,7 +58,7 @@ models = "delta,linear,none,quadratic"  # which of the four; "quadratic" is memo
 out_prefix = "out-lc"      # checkpoints go to out-lc-delta/, out-lc-linear/, out-lc-none/, out-lc-quadratic/
 block_size = 1024          # tokens per training sequence: 8 segments of 128
 segment_len = 128          # N of the three segmented models
-batch_size = 3             # 3 x 1024 = 3,072 tokens per step, as train.py's default 12 x 256
+batch_size = 3             # 3 x 1024 = 3,072 tokens per step
 max_iters = 600            # steps (lr_decay_iters too): ~25 min for all four on 2 CPU cores
 eval_interval = 200        # train.py's evaluation and checkpoint interval
 # evaluation
