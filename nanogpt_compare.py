@@ -156,7 +156,8 @@ def nanogpt_losses(path, root, plays):
     """Per-character losses of a nanoGPT checkpoint in sliding windows of its block_size
     moved by half of it (as heldout.sliding_losses). -> losses, its block_size, its iter_num."""
     import torch
-    sys.path.insert(0, os.path.abspath(root))
+    if os.path.abspath(root) not in sys.path:
+        sys.path.insert(0, os.path.abspath(root))
     from model import GPT, GPTConfig   # nanoGPT's model.py
     ck = torch.load(path, map_location="cpu", weights_only=False)
     model = GPT(GPTConfig(**ck["model_args"]))
@@ -186,15 +187,15 @@ def row(kind, seed, mode, step, losses, N, plays, names):
             "plays": {n: float(x.mean()) for (n, _), x in zip(plays, losses)}}
 
 
-def score(c, kind, seed, plays, itos):
+def score(c, kind, seed, plays, names):
     """The rows of one run's checkpoint: its losses on the held-out plays. Each of ours gets
     a second row, "chunked": every segment read alone (heldout.py). For none that is the same
     compute as streaming the memory model; for ours it is the same model with its memory
-    emptied at every segment, so the difference to its first row is what the memory adds."""
+    emptied at every segment, so the difference to its first row is what the memory adds.
+    names: heldout.speaker_name_masks(plays, itos), made once for all runs."""
     path = ckpt_path(c, kind, seed)
     if not os.path.exists(path):
         raise checkpoint.CheckpointError(f"{path} does not exist: train it first (--train=True)")
-    names = heldout.speaker_name_masks(plays, itos)
     if kind == "nanogpt":
         losses, N, step = nanogpt_losses(path, c["nanogpt"], plays)
         return [row(kind, seed, f"sliding {N}", step, losses, N, plays, names)]
@@ -282,11 +283,12 @@ def main(c):
         return 1
     plays, meta = heldout.load_val_plays(DATA_DIR, c["eval_len"])
     print(f"scoring on {len(plays)} held-out plays, {sum(len(p) - 1 for _, p in plays):,} characters")
+    names = heldout.speaker_name_masks(plays, meta["itos"])   # one mask per play, for every run
     rows = []
     try:
         for seed in seed_list:
             for kind in kinds:
-                for r in score(c, kind, seed, plays, meta["itos"]):
+                for r in score(c, kind, seed, plays, names):
                     r["seconds"] = times.get((kind, seed))
                     rows.append(r)
                     print(f"{r['kind']}, seed {seed}: {r['loss']:.4f} ({r['mode']})", flush=True)
