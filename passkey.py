@@ -71,6 +71,14 @@ init_from = "shipped"      # "shipped" (evaluate passkey_ckpt/<memory>.npz), "sc
 train = False              # --train is short for --init_from=scratch (reproduce the shipped models)
 overwrite = False          # True: --train may replace the checkpoints already in out_dir/<memory>/
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"; the README's timings are the CPU's
+# the haystack
+filler = "template"        # "template": SPEC's filler line repeated; "plays": real text (passkey_task.py), cut from
+                           #   the training plays in training, from the held-out plays in evaluation: the models
+                           #   haystack-<memory> (out_dir/haystack-<memory>/, passkey_ckpt/haystack-<memory>.npz)
+template_frac = 0.25       # filler "plays": this fraction of the training prompts keeps the filler line
+data_dir = "data/shakespeare_char"  # filler "plays": the prepared plays (python data/shakespeare_char/prepare.py)
+max_keys = 1               # > 1 (filler "plays"): multi-key retrieval, each training prompt has 1..max_keys key lines
+                           #   with distinct names and asks for one (passkey_task.multikey_prompt): multikey-<memory>
 # model
 n_layer = 2                # L: transformer blocks
 n_head = 4                 # H: heads per block
@@ -114,6 +122,7 @@ eval_lengths = ""          # comma-separated prompt lengths in characters; "": 1
 eval_depths = "0,0.25,0.5,0.75,1"  # key depths: 0 start, 0.5 middle, 1 end
 eval_samples = 10          # keys per depth and length
 eval_batch_size = 50       # prompts streamed together in one state
+eval_keys = "1,2,4,8,16,32"  # multi-key models: the numbers of key lines evaluated, 2 * eval_samples prompts each
 seed = 1337                # the initial weights, the training batches and the evaluation's keys
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
@@ -132,7 +141,7 @@ def parse_list(text, kind, key):
 def validate(c):
     """Impossible settings -> ValueError naming the key (configurator makes it a one-line error)."""
     for key in ("n_layer", "n_head", "d_model", "segment_len", "batch_size", "eval_samples", "eval_batch_size",
-                "memory_layers"):
+                "memory_layers", "max_keys"):
         if c[key] < 1:
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
@@ -143,7 +152,7 @@ def validate(c):
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["answer_weight"] == 0:
         raise ValueError("--answer_weight must be positive")
-    for key in ("short_keys", "key_last"):
+    for key in ("short_keys", "key_last", "template_frac"):
         if not 0 <= c[key] <= 1:
             raise ValueError(f"--{key} is a fraction: it must lie in [0, 1], got {c[key]}")
     cycle = math.lcm(len(passkey_task.FILLER) + 1, c["segment_len"])
@@ -151,45 +160,79 @@ def validate(c):
         raise ValueError(f"--far_fill must be 0 (off) or at least one filler cycle ({cycle} characters with "
                          f"segments of {c['segment_len']}), got {c['far_fill']}")
     choices = {"memory": MODES + ("all",), "init_from": ("shipped", "scratch", "resume"),
-               "device": ("cpu", "cuda", "auto")}
+               "device": ("cpu", "cuda", "auto"), "filler": ("template", "plays")}
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {c[key]!r}")
+    if c["max_keys"] > 1 and c["filler"] != "plays":
+        raise ValueError("--max_keys above 1 needs --filler=plays (the names need the plays' vocabulary)")
+    ks = parse_list(c["eval_keys"], int, "eval_keys")
+    if not ks or any(not 1 <= k <= passkey_task.MAX_KEYS for k in ks) or c["max_keys"] > passkey_task.MAX_KEYS:
+        raise ValueError(f"--eval_keys and --max_keys take numbers of key lines in 1..{passkey_task.MAX_KEYS}")
     lengths = parse_list(c["eval_lengths"], int, "eval_lengths")
     shortest = len(passkey_task.make_prompt_parts(0, 0, passkey_task.KEY_MAX))
     if any(n < shortest for n in lengths):
         raise ValueError(f"--eval_lengths: a prompt needs at least {shortest} characters")
     if any(not 0 <= d <= 1 for d in parse_list(c["eval_depths"], float, "eval_depths")):
         raise ValueError("--eval_depths must lie in [0, 1]")
-    model_config(c, "delta")  # the model's own checks (d_model divisible by n_head, ...)
+    model_config(c, "delta", Task(passkey_task.CHARS))  # the model's own checks (d_model divisible by n_head, ...)
+
+
+class Task:
+    """The passkey task a model is trained and evaluated on: its vocabulary (chars, stoi) and,
+    for filler "plays", the real text its haystacks are cut from (train, val: None for the
+    template filler)."""
+    def __init__(self, chars, train=None, val=None):
+        self.chars, self.train, self.val = list(chars), train, val
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+
+
+def load_task(c):
+    """The task c asks for: the template's vocabulary, or the plays and the vocabulary of both."""
+    if c["filler"] == "template":
+        return Task(passkey_task.CHARS)
+    try:
+        train, val = passkey_task.load_plays(c["data_dir"])
+    except FileNotFoundError as e:
+        raise checkpoint.CheckpointError(str(e)) from None
+    return Task(passkey_task.haystack_chars(train, val), train, val)
+
+
+def model_name(c, mode):
+    """The model's name: its folder in out_dir and its file in passkey_ckpt/ ("delta", "haystack-delta",
+    "multikey-delta")."""
+    if c["max_keys"] > 1:
+        return f"multikey-{mode}"
+    return mode if c["filler"] == "template" else f"haystack-{mode}"
 
 
 # -----------------------------------------------------------------------------
 # the model: fresh with the first layers' memory closed, or delta from a trained linear model
 
 
-def model_config(c, mode):
-    return infini.Config(vocab_size=passkey_task.VOCAB_SIZE, n_layer=c["n_layer"], n_head=c["n_head"],
+def model_config(c, mode, task=None):
+    """The model's Config; task: its vocabulary (the template's by default)."""
+    return infini.Config(vocab_size=passkey_task.VOCAB_SIZE if task is None else len(task.chars), n_layer=c["n_layer"], n_head=c["n_head"],
                          d_model=c["d_model"], segment_len=c["segment_len"], memory=mode, beta_init=c["beta_init"],
                          rope_base=c["rope_base"])
 
 
-def init_model(c, mode):
+def init_model(c, mode, task):
     """Fresh weights, with the gates shut (CLOSED_GATE) in every layer before the last memory_layers."""
-    params = infini.init_params(model_config(c, mode), seed=c["seed"])
+    params = infini.init_params(model_config(c, mode, task), seed=c["seed"])
     for l in range(c["n_layer"] - c["memory_layers"]):
         if f"h.{l}.beta" in params:                                        # (none has no gates)
             params[f"h.{l}.beta"][:] = passkey_memory.CLOSED_GATE
     return params
 
 
-def warm_start(c, path):
+def warm_start(c, path, task):
     """The weights of a trained linear model, to train on with the delta rule (same shape, same gates)."""
     if not os.path.exists(path):
         raise checkpoint.CheckpointError(f"delta starts from the linear model: no {path}: train it first "
                                          f"(--memory=linear, same out_dir)")
-    params, cfg, _ = load_model(path)
-    if cfg.memory != "linear" or {**vars(cfg), "memory": "delta"} != vars(model_config(c, "delta")):
+    params, cfg, _ = load_model(path, task=task)
+    if cfg.memory != "linear" or {**vars(cfg), "memory": "delta"} != vars(model_config(c, "delta", task)):
         raise checkpoint.CheckpointError(f"delta starts from the linear model: {path} is not a linear model of "
                                          f"these settings ({cfg}): train linear with the same settings")
     return params
@@ -227,10 +270,15 @@ def total_iters(c):
 def train_len(c):
     """The longest training input, in characters: the most repeats, a 5-digit key, shift_max newlines."""
     n = max(n_max_at(step, c) for step in {0, c["curriculum_iters"], max(0, total_iters(c) - 1)})
+    if c["max_keys"] > 1:                                                  # the longest names, 5-digit keys
+        name = max(passkey_task.NAMES, key=len)
+        line = passkey_task.NAMED_KEY_LINE.format(name=name, key=passkey_task.KEY_MAX)
+        fixed = len(passkey_task.INTRO) + c["max_keys"] * (len(line) + 1) + 1
+        return fixed + len(passkey_task.NAMED_QUESTION.format(name=name)) + n * passkey_task.REPEAT + c["shift_max"]
     return len(passkey_task.make_prompt_parts(n, 0, passkey_task.KEY_MAX)) + c["shift_max"]
 
 
-def train_model(c, mode, folder):
+def train_model(c, mode, folder, task):
     """Train (or resume) one model in folder/ckpt.npz. -> params, cfg, meta."""
     ckpt_path, log_path = os.path.join(folder, "ckpt.npz"), os.path.join(folder, "log.jsonl")
     if c["init_from"] == "resume":
@@ -239,27 +287,28 @@ def train_model(c, mode, folder):
             raise checkpoint.CheckpointError(f"{ckpt_path} has no optimiser state to resume from")
         c.update({k: meta["config"][k] for k in DEFAULTS if k in meta["config"] and k not in
                   ("init_from", "train", "out_dir", "memory", "device", "eval_lengths", "eval_depths",
-                   "eval_samples", "eval_batch_size")})
+                   "eval_samples", "eval_batch_size", "eval_keys", "data_dir")})
         step = meta["step"]
         rng = np.random.default_rng()
         rng.bit_generator.state = meta["rng"]
     elif mode == "delta":                                                 # the tune phase alone, from linear
-        params, step = warm_start(c, os.path.join(c["out_dir"], "linear", "model.npz")), c["max_iters"]
+        linear = os.path.join(c["out_dir"], model_name(c, "linear"), "model.npz")
+        params, step = warm_start(c, linear, task), c["max_iters"]
     else:
-        params, step = init_model(c, mode), 0
+        params, step = init_model(c, mode, task), 0
     if c["init_from"] != "resume":
         opt, rng = infini.adamw_init(params), np.random.default_rng(c["seed"])
         for name in ("ckpt.npz", "model.npz", "log.jsonl"):               # --overwrite=True: a new run
             if os.path.exists(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
-    cfg = model_config(c, mode)
+    cfg = model_config(c, mode, task)
     xp = infini.backend(c["device"])
     params, opt = infini.to_device(xp, params, opt)                       # (a CPU checkpoint runs on a GPU)
 
     def save():
         meta = {"config": c, "model": {**vars(cfg)}, "step": step, "rng": rng.bit_generator.state,
-                "train_len": train_len(c), "vocab": "".join(passkey_task.CHARS),
-                "tokenizer": {"kind": "char", "itos": list(passkey_task.CHARS)}}  # what sample.py reads
+                "train_len": train_len(c), "vocab": "".join(task.chars), "filler": c["filler"],
+                "tokenizer": {"kind": "char", "itos": task.chars}}  # what sample.py reads
         checkpoint.save_checkpoint(ckpt_path, params, opt, meta)
 
     print(f"[{mode}] {infini.num_params(params):,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
@@ -280,12 +329,18 @@ def train_model(c, mode, folder):
                 opt = infini.adamw_init(params)
             lr = get_lr(step, c)
             late = step >= c["curriculum_iters"]                          # short keys after the curriculum
-            idx, targets, weights = passkey_task.make_batch(
-                rng, c["batch_size"], n_max_at(step, c), c["answer_weight"], c["lm_weight"], c["shift_max"],
-                c["short_keys"] if late else 0.0, c["key_last"] if late else 0.0)
+            if c["max_keys"] > 1:
+                idx, targets, weights = passkey_task.make_multikey_batch(
+                    rng, c["batch_size"], n_max_at(step, c), c["max_keys"], c["answer_weight"], c["lm_weight"],
+                    c["shift_max"], task.train, task.stoi)
+            else:
+                idx, targets, weights = passkey_task.make_batch(
+                    rng, c["batch_size"], n_max_at(step, c), c["answer_weight"], c["lm_weight"], c["shift_max"],
+                    c["short_keys"] if late else 0.0, c["key_last"] if late else 0.0, task.train,
+                    c["template_frac"], task.stoi)
             if tuning and c["far_fill"] and mode != "none":
                 if filler is None or step % passkey_memory.FILL_EVERY == 0:
-                    filler = passkey_memory.filler_memory(params, cfg)
+                    filler = passkey_memory.filler_memory(params, cfg, task.train, rng, task.stoi)
                 prefill.update(passkey_memory.far_memory(*filler, rng, len(idx), c["far_fill"], mode))
             loss, grads, logits = infini.loss_and_grads(params, xp.asarray(idx), xp.asarray(targets), cfg,
                                                         tune_attention if tuning else train_attention,
@@ -319,11 +374,13 @@ def export_model(ckpt_path, path):
     checkpoint.save_checkpoint(path, params, None, meta)
 
 
-def load_model(path, device="cpu"):
-    """A trained passkey model: params (on the device), cfg, meta (from checkpoint.py's .npz)."""
+def load_model(path, device="cpu", task=None):
+    """A trained passkey model: params (on the device), cfg, meta (from checkpoint.py's .npz).
+    task: the vocabulary it must have (by default the template's, or any for a haystack model)."""
     params, cfg, meta = checkpoint.load_model(path, device)
-    if meta.get("vocab") != "".join(passkey_task.CHARS):
-        raise checkpoint.CheckpointError(f"{path} is not a passkey model (another vocabulary)")
+    want = None if task is None and meta.get("filler") == "plays" else task or Task(passkey_task.CHARS)
+    if want is not None and meta.get("vocab") != "".join(want.chars):
+        raise checkpoint.CheckpointError(f"{path} is not a passkey model of this task (another vocabulary)")
     return params, cfg, meta
 
 
@@ -331,31 +388,36 @@ def load_model(path, device="cpu"):
 # evaluation and report: results.json, heatmap.png, the tables
 
 
-def run_mode(c, mode):
+def run_mode(c, mode, task):
     """Train or load one model, evaluate it, write results.json and heatmap.png. -> results dict."""
-    folder = os.path.join(c["out_dir"], mode)
+    name = model_name(c, mode)
+    folder = os.path.join(c["out_dir"], name)
     if c["init_from"] == "shipped":
-        path = os.path.join(SHIPPED, f"{mode}.npz")
+        path = os.path.join(SHIPPED, f"{name}.npz")
         if not os.path.exists(path):
             raise checkpoint.CheckpointError(f"no shipped checkpoint {path}: train one with --train")
-        params, cfg, meta = load_model(path, c["device"])
+        params, cfg, meta = load_model(path, c["device"], task)
         print(f"[{mode}] loaded {os.path.relpath(path, ROOT)} ({meta['step']} steps, training inputs up to "
               f"{meta['train_len']} characters)")
     else:  # scratch, or resume: go on to the checkpoint's max_iters (a finished model is only evaluated)
-        params, cfg, meta = train_model(dict(c), mode, folder)
+        params, cfg, meta = train_model(dict(c), mode, folder, task)
     tlen = meta["train_len"]
     lengths = parse_list(c["eval_lengths"], int, "eval_lengths") or [tlen * k for k in (1, 2, 4, 8, 16, 32)]
+    if c["max_keys"] > 1:
+        return run_multikey(c, mode, task, params, cfg, tlen, lengths, folder)
     named = passkey_eval.NAMED_DEPTHS                                      # start, middle, end: the tables' cells
     depths = sorted(set(parse_list(c["eval_depths"], float, "eval_depths")) | set(named.values()))
     total = sum(len(depths) * c["eval_samples"] * (n + passkey_eval.MAX_NEW) for n in lengths)
     t0 = time.time()
-    with tqdm(total=total, desc=f"eval {mode}", unit="char", unit_scale=True, dynamic_ncols=True) as bar:
+    with tqdm(total=total, desc=f"eval {name}", unit="char", unit_scale=True, dynamic_ncols=True) as bar:
         res = passkey_eval.evaluate(params, cfg, lengths, depths, c["eval_samples"], seed=c["seed"],
-                                    batch_size=c["eval_batch_size"], progress=bar.update)
+                                    batch_size=c["eval_batch_size"], progress=bar.update, haystack=task.val,
+                                    chars=task.chars)
     seconds = time.time() - t0
     n_max = passkey_task.filler_counts(tlen, passkey_task.KEY_MAX)        # training-length prompts
-    offsets, offset_counts = passkey_eval.offset_accuracy(params, cfg, n_max, seed=c["seed"])
-    out = {"memory": mode, "train_len": tlen,
+    offsets, offset_counts = passkey_eval.offset_accuracy(params, cfg, n_max, seed=c["seed"], haystack=task.val,
+                                                          stoi=task.stoi)
+    out = {"memory": mode, "model": name, "filler": c["filler"], "train_len": tlen,
            "results": {str(n): {name: res[n][d]["exact"] for name, d in named.items()} for n in lengths},
            "digit_accuracy": {str(n): {name: res[n][d]["digits"] for name, d in named.items()} for n in lengths},
            "by_depth": {str(n): {f"{d:g}": res[n][d]["exact"] for d in depths} for n in lengths},
@@ -363,23 +425,56 @@ def run_mode(c, mode):
            "offset_accuracy": offsets, "offset_counts": offset_counts,
            "keys_per_depth": c["eval_samples"], "eval_seconds": round(seconds, 1),
            "eval_chars_per_sec": round(total / seconds)}
+    if task.val is not None:                                               # the same model on the filler line
+        far = max(lengths)
+        spec = passkey_eval.evaluate(params, cfg, [far], depths, c["eval_samples"], seed=c["seed"],
+                                     batch_size=c["eval_batch_size"], chars=task.chars)[far]
+        out["template_results"] = {str(far): {n: spec[d]["exact"] for n, d in named.items()}}
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
     grid = np.array([[res[n][d]["exact"] for n in lengths] for d in depths])
-    passkey_eval.heatmap(grid, depths, lengths, f"passkey, memory {mode!r} (trained on <= {tlen:,} chars)",
+    where = "in the held-out plays" if task.val is not None else "in the filler line"
+    passkey_eval.heatmap(grid, depths, lengths, f"passkey {where}, memory {mode!r} (trained on <= {tlen:,} chars)",
                          os.path.join(folder, "heatmap.png"))
-    print(f"[{mode}] exact match % (start/middle/end), {c['eval_samples']} keys each; "
+    print(f"[{name}] exact match % (start/middle/end) {where}, {c['eval_samples']} keys each; "
           f"per-digit accuracy in results.json")
     print(passkey_eval.table({mode: out["results"]}, lengths))
-    print(f"[{mode}] per-digit accuracy % (start/middle/end):")
+    print(f"[{name}] per-digit accuracy % (start/middle/end):")
     print(passkey_eval.table({mode: out["digit_accuracy"]}, lengths))
-    print(f"[{mode}] answer characters predicted right (teacher-forced, training-length prompts), by where "
+    if "template_results" in out:
+        print(f"[{name}] the same model with the filler line, {max(lengths):,} characters: exact match % "
+              f"(start/middle/end): {'/'.join(f'{v:.0f}' for v in out['template_results'][str(max(lengths))].values())}")
+    print(f"[{name}] answer characters predicted right (teacher-forced, training-length prompts), by where "
           f"the character read sits in its segment: {passkey_eval.describe_offsets(offsets)}")
-    print(f"[{mode}] streamed {total:,} characters in {seconds:.0f} s ({total / seconds:,.0f} chars/s, "
+    print(f"[{name}] streamed {total:,} characters in {seconds:.0f} s ({total / seconds:,.0f} chars/s, "
           f"{c['eval_batch_size']} prompts at once): a 1M-character prompt takes about "
           f"{1e6 * min(c['eval_batch_size'], len(depths) * c['eval_samples']) / (total / seconds):.0f} s "
           f"per batch. Outputs in {folder}/: results.json, heatmap.png")
+    return out
+
+
+def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
+    """Evaluate a multi-key model: exact match % by the number of key lines and the length."""
+    ks, n = parse_list(c["eval_keys"], int, "eval_keys"), 2 * c["eval_samples"]
+    total = len(ks) * n * sum(length + passkey_eval.MAX_NEW for length in lengths)
+    t0 = time.time()
+    with tqdm(total=total, desc=f"eval multikey-{mode}", unit="char", unit_scale=True, dynamic_ncols=True) as bar:
+        res = passkey_eval.evaluate_multikey(params, cfg, ks, lengths, n, seed=c["seed"],
+                                             batch_size=c["eval_batch_size"], progress=bar.update,
+                                             haystack=task.val, chars=task.chars)
+    out = {"memory": mode, "model": f"multikey-{mode}", "filler": c["filler"], "train_len": tlen,
+           "max_keys": c["max_keys"], "prompts_per_cell": n,
+           "multikey": {str(k): {str(length): res[k][length]["exact"] for length in lengths} for k in ks},
+           "samples": {str(k): {str(length): res[k][length]["samples"] for length in lengths} for k in ks},
+           "eval_seconds": round(time.time() - t0, 1)}
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "results.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"[multikey-{mode}] exact match % by key lines (rows) and length (columns), {n} prompts each, "
+          f"in the held-out plays (trained on 1..{c['max_keys']} key lines):")
+    print(passkey_eval.multikey_table(out["multikey"], lengths))
+    print(f"[multikey-{mode}] outputs in {folder}/: results.json")
     return out
 
 
@@ -395,14 +490,15 @@ def main(c):
         created = []  # every folder a training writes is checked before the first one starts
         if c["init_from"] != "shipped":
             for mode in modes:
-                created += checkpoint.claim_out_dir(os.path.join(c["out_dir"], mode),
+                created += checkpoint.claim_out_dir(os.path.join(c["out_dir"], model_name(c, mode)),
                                                     resume=c["init_from"] == "resume", overwrite=c["overwrite"])
     except ValueError as e:                        # --device=cuda without a GPU; an out_dir that cannot be
         print(f"error: {e}", file=sys.stderr)      # written or holds a trained run
         return 2
     try:
+        task = load_task(c)
         for mode in modes:
-            rows[mode] = run_mode(c, mode)
+            rows[mode] = run_mode(c, mode, task)
     except (checkpoint.CheckpointError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

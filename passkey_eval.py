@@ -13,8 +13,8 @@ import itertools
 import numpy as np
 
 import infini
-from passkey_task import (KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, is_correct, make_batch,
-                          prompt_counts, prompt_length, prompt_pieces)
+from passkey_task import (CHARS, KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, is_correct,
+                          make_batch, multikey_prompt, prompt_counts, prompt_length, prompt_pieces)
 
 # -----------------------------------------------------------------------------
 # evaluation through the streaming state: bounded memory at any length
@@ -35,25 +35,26 @@ def text_chunks(pieces, size):
         yield buf
 
 
-def generate_batch(params, cfg, prompts, chunk=512, max_new=MAX_NEW):
+def generate_batch(params, cfg, prompts, chunk=512, max_new=MAX_NEW, chars=CHARS):
     """Greedy continuations of equally long prompts, all streamed at once in one state.
 
     prompts: list of B prompts of the same length, each a string or an iterable of text
     pieces (prompt_pieces), so that no prompt is ever held whole. They are fed in chunks of
     `chunk` characters (forward_stream cuts them at segment boundaries), then max_new
-    characters are generated one at a time. Returns B strings.
+    characters are generated one at a time. chars: the model's vocabulary (id = index), the
+    template's by default. Returns B strings.
     """
     xp = infini.get_array_module(params["wte"])
     B = len(prompts)
-    table = np.zeros(256, dtype=np.uint8)
-    for ch, i in STOI.items():
+    table = np.zeros(0x10000, dtype=np.uint8)
+    for i, ch in enumerate(chars):
         table[ord(ch)] = i
     state = infini.init_state(params, cfg, B)
     streams = [text_chunks([p] if isinstance(p, str) else p, chunk) for p in prompts]
     for pieces in itertools.zip_longest(*streams, fillvalue=""):          # one chunk of every prompt
         if any(len(s) != len(pieces[0]) for s in pieces):
             raise ValueError("a streamed batch needs prompts of one length")
-        ids = table[np.frombuffer("".join(pieces).encode("ascii"), dtype=np.uint8)].reshape(B, -1)
+        ids = table[np.frombuffer("".join(pieces).encode("utf-16-le"), dtype=np.uint16)].reshape(B, -1)
         logits, state = infini.forward_stream(params, xp.asarray(ids.astype(np.int64)), state, cfg)
     out = []
     for _ in range(max_new):
@@ -61,35 +62,41 @@ def generate_batch(params, cfg, prompts, chunk=512, max_new=MAX_NEW):
         out.append(infini.to_numpy(nxt))
         logits, state = infini.forward_stream(params, nxt[:, None], state, cfg)
     gen = np.stack(out, axis=1)                                            # (B,max_new)
-    return [decode(row) for row in gen]
+    return [decode(row, chars) for row in gen]
 
 
 
-def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, chunk=512, progress=None):
+def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, chunk=512, progress=None,
+             haystack=None, chars=CHARS):
     """Exact-match accuracy (%) and per-digit accuracy (%) for every length and depth.
 
     Each (length, depth) gets n_per_depth random keys drawn from seed and the length. The
     prompts of one length with the same number of key digits have the same number of
-    characters whatever their depth, so they are streamed together in batches.
+    characters whatever their depth, so they are streamed together in batches. With a
+    haystack text each prompt's filler is a passage of it from its own random start
+    (passkey_task.prompt_pieces); chars is the model's vocabulary.
     Returns {length: {depth: {"exact": %, "digits": %, "samples": [...]}}}.
     """
     results = {}
     for length in lengths:
         rng = np.random.default_rng([seed, length])
         keys = rng.integers(KEY_MIN, KEY_MAX + 1, size=(len(depths), n_per_depth))
-        jobs = sorted(((len(str(k)), di, int(k)) for di, row in enumerate(keys) for k in row))
+        starts = rng.integers(len(haystack) if haystack else 1, size=keys.shape)  # (each its own passage)
+        jobs = sorted(((len(str(k)), di, int(k), int(s)) for di, (row, srow) in enumerate(zip(keys, starts))
+                       for k, s in zip(row, srow)))
         hits = {di: [] for di in range(len(depths))}
         digits = {di: [] for di in range(len(depths))}
         samples = {di: [] for di in range(len(depths))}
         groups = {}
-        for nd, di, k in jobs:
-            groups.setdefault(nd, []).append((di, k))
+        for nd, di, k, s in jobs:
+            groups.setdefault(nd, []).append((di, k, s))
         for nd, group in groups.items():
             for b0 in range(0, len(group), batch_size):
                 batch = group[b0:b0 + batch_size]
-                counts = [prompt_counts(length, depths[di], k) + (k,) for di, k in batch]
-                prompts = [prompt_pieces(*xyk) for xyk in counts]         # streamed, never built whole
-                for (di, k), text in zip(batch, generate_batch(params, cfg, prompts, chunk)):
+                counts = [prompt_counts(length, depths[di], k) + (k,) for di, k, _ in batch]
+                prompts = [prompt_pieces(*xyk, haystack, s)                # streamed, never built whole
+                           for xyk, (_, _, s) in zip(counts, batch)]
+                for (di, k, _), text in zip(batch, generate_batch(params, cfg, prompts, chunk, chars=chars)):
                     hits[di].append(is_correct(text, k))
                     digits[di].append(digit_accuracy(text, k))
                     if len(samples[di]) < 3:
@@ -99,6 +106,45 @@ def evaluate(params, cfg, lengths, depths, n_per_depth, seed=0, batch_size=32, c
         results[length] = {depths[di]: {"exact": 100.0 * float(np.mean(hits[di])),
                                         "digits": 100.0 * float(np.mean(digits[di])),
                                         "samples": samples[di]} for di in range(len(depths))}
+    return results
+
+
+def evaluate_multikey(params, cfg, ks, lengths, n_prompts, seed=0, batch_size=32, chunk=512, progress=None,
+                      haystack=None, chars=CHARS):
+    """Exact-match accuracy (%) of multi-key retrieval for every number of key lines k and length.
+
+    Each (k, length) gets n_prompts prompts (passkey_task.multikey_prompt: k named key lines at
+    random depths, the question for one of them), drawn from seed, k and the length, each
+    exactly `length` characters long, so that a batch streams together. A cell whose k lines do not fit in the length is None.
+    Returns {k: {length: {"exact": % or None, "samples": [...]}}}.
+    """
+    results = {}
+    for k in ks:
+        results[k] = {}
+        for length in lengths:
+            rng = np.random.default_rng([seed, k, length])
+            jobs = []
+            for _ in range(n_prompts):
+                start = int(rng.integers(len(haystack))) if haystack else 0
+                try:
+                    pieces, _, key, _, _ = multikey_prompt(rng, length, k, haystack, start)
+                except ValueError:                                         # k lines longer than the prompt
+                    break
+                jobs.append((pieces, key))
+            if len(jobs) < n_prompts:
+                results[k][length] = {"exact": None, "samples": []}
+                continue
+            hits, samples = [], []
+            for b0 in range(0, n_prompts, batch_size):
+                batch = jobs[b0:b0 + batch_size]
+                prompts = [pieces for pieces, _ in batch]
+                for (_, key), text in zip(batch, generate_batch(params, cfg, prompts, chunk, chars=chars)):
+                    hits.append(is_correct(text, key))
+                    if len(samples) < 3:
+                        samples.append(f"{key} -> {text!r}")
+                if progress is not None:
+                    progress(len(batch) * (length + MAX_NEW))
+            results[k][length] = {"exact": 100.0 * float(np.mean(hits)), "samples": samples}
     return results
 
 
@@ -114,18 +160,19 @@ def greedy_predictions(params, cfg, idx, chunk=512):
     return np.concatenate(pred, axis=1)
 
 
-def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0):
+def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0, haystack=None, stoi=STOI):
     """Teacher-forced accuracy (%) of the answer's characters, by the position in its segment
     of the character the model reads when it predicts each (0..segment_len-1), on training
     prompts of up to n_max filler repeats, each after 0..segment_len-1 newlines (so that the
     answer meets every position). A character at position 0 or 1 sees at most two characters
-    through local attention: the rest must come from the memory. -> (accuracy list, count
-    list), one entry per position (None where no answer character fell)."""
+    through local attention: the rest must come from the memory. haystack, stoi: a real
+    haystack and the model's vocabulary (make_batch). -> (accuracy list, count list), one
+    entry per position (None where no answer character fell)."""
     rng = np.random.default_rng(seed)
     N = cfg.segment_len
     hits, counts = np.zeros(N), np.zeros(N)
     for _ in range(batches):
-        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0, N - 1)
+        idx, targets, weights = make_batch(rng, batch_size, n_max, 1.0, 0.0, N - 1, haystack=haystack, stoi=stoi)
         pred = greedy_predictions(params, cfg, idx)
         b, t = np.nonzero(answer_mask(targets, weights))
         np.add.at(counts, t % N, 1)
@@ -148,6 +195,16 @@ def table(rows, lengths):
     for mode, res in rows.items():
         cells = ["/".join(f"{res[str(n)][d]:.0f}" for d in NAMED_DEPTHS) for n in lengths]
         lines.append(f"| {mode} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def multikey_table(res, lengths):
+    """Markdown table of multi-key exact match %: one row per number of key lines, one column
+    per length; '-' where the lines do not fit."""
+    lines = ["| key lines | " + " | ".join(f"{n:,}" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+    for k, row in res.items():
+        cells = ["-" if row[str(n)] is None else f"{row[str(n)]:.0f}" for n in lengths]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

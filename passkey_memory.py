@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 import infini
-from passkey_task import FILLER, encode
+from passkey_task import FILLER, STOI, encode, passage
 
 CLOSED_GATE = -20.0  # the gate logit of a head whose memory is closed: sigmoid(-20) = 2e-9
 FILL_EVERY = 20      # the tune phase measures the filler's memory (filler_memory) again every 20 steps
@@ -79,14 +79,16 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
 # a memory that starts full (far_fill)
 
 
-def filler_memory(params, cfg):
+def filler_memory(params, cfg, haystack=None, rng=None, stoi=STOI):
     """What filler alone leaves in each layer's memory: [(M, z per character)], n. Streams
     one cycle of the filler against the segments (n = lcm(90, segment_len) characters: every
-    alignment of a filler repeat in its segment once), one prompt, no gradients."""
+    alignment of a filler repeat in its segment once), one prompt, no gradients. With a
+    haystack text, n characters of it from a random point (rng) instead, encoded with stoi."""
     step = len(FILLER) + 1
     n = math.lcm(step, cfg.segment_len)
     xp = infini.get_array_module(params["wte"])
-    ids = xp.asarray(encode((" " + FILLER) * (n // step)))[None]
+    text = (" " + FILLER) * (n // step) if haystack is None else passage(haystack, int(rng.integers(len(haystack))), n)
+    ids = xp.asarray(encode(text, stoi))[None]
     _, state = infini.forward_stream(params, ids, infini.init_state(params, cfg, 1), cfg)  # segment by segment
     return [(M[0], z[0] / n) for M, z in zip(state["M"], state["z"])], n
 

@@ -3,6 +3,13 @@
 #   python passkey.py --train config/passkey.py
 # passkey.py's docstring says why each part is there; docs/passkey_runs.md has the runs.
 
+# the haystack: the filler line of SPEC.md (--filler=plays: real text, the haystack-<memory> models;
+# --max_keys=4 with it: multi-key retrieval, the multikey-<memory> models)
+filler = "template"
+template_frac = 0.25
+data_dir = "data/shakespeare_char"
+max_keys = 1
+
 # a 2-layer model; segments of 128 characters; only the last layer's memory is read
 n_layer = 2
 n_head = 4

@@ -490,9 +490,9 @@ def test_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch, far_fi
 def test_short_keys_and_key_last_start_after_the_curriculum(tmp_path, monkeypatch):
     make_batch, mixes = task.make_batch, []
 
-    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, short_keys=0.0, key_last=0.0):
+    def record(rng, batch_size, n_max, ans_weight, lm_weight, shift_max=0, short_keys=0.0, key_last=0.0, *rest):
         mixes.append((short_keys, key_last))
-        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, short_keys, key_last)
+        return make_batch(rng, batch_size, n_max, ans_weight, lm_weight, shift_max, short_keys, key_last, *rest)
     monkeypatch.setattr(task, "make_batch", record)
     assert pk.main(tiny_settings(tmp_path, memory="linear", eval_lengths="300", curriculum_iters=1, short_keys=0.5,
                                  key_last=0.25)) == 0
@@ -565,7 +565,7 @@ def test_the_recipe_file_is_the_defaults():
     """config/passkey.py is the shipped recipe: every training setting, at passkey.py's default."""
     recipe = configurator.read_config_file(str(ROOT / "config" / "passkey.py"), pk.DEFAULTS)
     run_only = {"out_dir", "memory", "init_from", "train", "overwrite", "device", "eval_lengths", "eval_depths",
-                "eval_samples", "eval_batch_size"}
+                "eval_samples", "eval_batch_size", "eval_keys"}
     assert set(recipe) == set(pk.DEFAULTS) - run_only
     assert all(pk.DEFAULTS[k] == v and type(pk.DEFAULTS[k]) is type(v) for k, v in recipe.items()), recipe
 
@@ -625,3 +625,147 @@ def test_sample_py_loads_the_passkey_model():
     assert cfg.memory == "delta"
     text, answer = task.make_prompt(600, 0.5, 4321)
     assert tok.decode(tok.encode(text + answer)) == text + answer
+
+
+# -----------------------------------------------------------------------------
+# the real haystack and multi-key retrieval
+
+TRAIN_TEXT = "ROMEO:\nBut soft, what light through yonder window breaks?\n\n" * 30   # stand-ins for the plays
+VAL_TEXT = "HAMLET:\nTo be, or not to be, that is the question:\n\n" * 30
+
+
+def write_plays(folder):
+    """A data folder like data/shakespeare_char's: meta.pkl (itos), train.bin and val.bin."""
+    import pickle
+    folder.mkdir(parents=True, exist_ok=True)
+    chars = sorted(set(TRAIN_TEXT + VAL_TEXT))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    for name, text in (("train.bin", TRAIN_TEXT), ("val.bin", VAL_TEXT)):
+        np.array([stoi[ch] for ch in text], dtype=np.uint16).tofile(folder / name)
+    with open(folder / "meta.pkl", "wb") as f:
+        pickle.dump({"vocab_size": len(chars), "itos": dict(enumerate(chars))}, f)
+    return folder
+
+
+def test_load_plays_decodes_the_two_splits(tmp_path):
+    train, val = task.load_plays(str(write_plays(tmp_path / "data")))
+    assert (train, val) == (TRAIN_TEXT, VAL_TEXT)
+    assert set(task.CHARS) <= set(task.haystack_chars(train, val))
+    with pytest.raises(FileNotFoundError, match="prepare the plays"):
+        task.load_plays(str(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize("depth", [0.0, 0.3, 0.5, 1.0])
+def test_the_haystack_prompt_has_the_template_length_and_the_key_at_its_depth(depth):
+    for length in (400, 1452, 5000):
+        prompt, answer = task.make_prompt(length, depth, 9054, haystack=VAL_TEXT, start=17)
+        template, _ = task.make_prompt(length, depth, 9054)
+        assert len(prompt) == len(template) and answer == " 9054."
+        question = "\nWhat is the pass key? The pass key is"
+        key_line = "\nThe pass key is 9054. Remember it. 9054 is the pass key."
+        assert prompt.startswith(INTRO) and prompt.endswith(question)
+        before, after = prompt[len(INTRO):-len(question)].split(key_line)
+        x, y = task.prompt_counts(length, depth, 9054)
+        assert len(before) == 90 * x and len(after) == 90 * y         # each part: a newline and 90n - 1 characters
+        text = before[1:] + after[1:]                                  # the passage, the key line taken out
+        assert text == task.passage(VAL_TEXT, 17, len(text))          # one passage of the haystack, read on
+        assert "grass" not in prompt and "ROMEO" not in prompt        # real text, the evaluation split only
+
+
+def test_the_haystack_prompt_streams_in_pieces_as_built_whole():
+    pieces = list(task.prompt_pieces(300, 400, 123, VAL_TEXT, 5))
+    assert max(map(len, pieces)) <= task.PIECE
+    assert "".join(pieces) == task.make_prompt_parts(300, 400, 123, VAL_TEXT, 5)
+    assert len("".join(pieces)) == task.prompt_length(300, 400, 123)   # 63,000 characters: the text read on
+    assert task.passage("abc", 2, 7) == "cabcabc"
+
+
+def test_training_batches_cut_the_haystack_from_the_training_text():
+    chars = task.haystack_chars(TRAIN_TEXT, VAL_TEXT)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    idx, targets, weights = task.make_batch(np.random.default_rng(0), 40, 6, 1.0, 0.02, 0, haystack=TRAIN_TEXT,
+                                            template_frac=0.25, stoi=stoi)
+    rows = ["".join(chars[i] for i in row) for row in idx]
+    real = sum("ROMEO" in r or "yonder" in r for r in rows)
+    assert 20 <= real <= 39 and not any("HAMLET" in r for r in rows)  # some rows keep the filler line
+    assert all(r.startswith(INTRO) for r in rows)
+
+
+def test_a_multikey_prompt_has_k_distinct_lines_its_length_and_asks_one():
+    rng = np.random.default_rng(0)
+    for k in (1, 3, 8, 32):
+        pieces, answer, key, depth, keys = task.multikey_prompt(rng, 4000, k, VAL_TEXT, 3)
+        prompt = "".join(pieces)
+        assert len(prompt) == 4000 and 0 <= depth <= 1
+        names = re.findall(r"The pass key of ([A-Z]+) is (\d+)\. Remember it\. \2 is the pass key of \1\.", prompt)
+        assert len(names) == k and len({n for n, _ in names}) == k and [int(v) for _, v in names] == keys
+        asked = re.search(r"What is the pass key of ([A-Z]+)\? The pass key of \1 is$", prompt).group(1)
+        assert dict(names)[asked] == str(key) and answer == f" {key}."
+    with pytest.raises(ValueError, match="need at least"):
+        task.multikey_prompt(rng, 1500, 32)
+    with pytest.raises(ValueError, match="1..32"):
+        task.multikey_prompt(rng, 4000, 33)
+
+
+def test_multikey_batches_weigh_every_key_and_the_answer():
+    chars = task.haystack_chars(TRAIN_TEXT, VAL_TEXT)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    idx, targets, weights = task.make_multikey_batch(np.random.default_rng(1), 6, 3, 4, 1.0, 0.0, 0, TRAIN_TEXT, stoi)
+    for row, t, w in zip(idx, targets, weights):
+        text = "".join(chars[i] for i in row[t >= 0]) + chars[t[t >= 0][-1]]
+        keys = re.findall(r"Remember it\. (\d+) ", text)
+        answer = re.search(r"The pass key of [A-Z]+ is( \d+\.)$", text).group(1)
+        assert w.sum() == sum(len(k) + 1 for k in keys) + len(answer)  # each key's second occurrence + " ", the answer
+
+
+def test_the_multikey_scorer_counts_exact_answers(monkeypatch):
+    """evaluate_multikey scores each prompt's greedy answer against the key it asks for."""
+    asked = []
+
+    def answer(params, cfg, prompts, chunk=512, max_new=ev.MAX_NEW, chars=task.CHARS):
+        texts = ["".join(p) for p in prompts]
+        assert len({len(t) for t in texts}) == 1                       # one length: streamed together
+        names = [re.search(r"What is the pass key of ([A-Z]+)\?", t).group(1) for t in texts]
+        keys = [int(re.search(rf"The pass key of {n} is (\d+)\.", t).group(1)) for n, t in zip(names, texts)]
+        asked.extend(keys)
+        return [f" {k}." if i % 2 == 0 else f" {k}0." for i, k in enumerate(keys)]  # every other one wrong
+    monkeypatch.setattr(ev, "generate_batch", answer)
+    res = ev.evaluate_multikey(None, None, [2, 32], [1500, 4000], 4, batch_size=2, haystack=VAL_TEXT)
+    assert res[2][1500]["exact"] == res[2][4000]["exact"] == res[32][4000]["exact"] == 50.0
+    assert res[32][1500]["exact"] is None and len(asked) == 12
+    assert "| 32 | - | 50 |" in ev.multikey_table({str(k): {str(n): v["exact"] for n, v in r.items()}
+                                                   for k, r in res.items()}, [1500, 4000])
+
+
+def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
+    data = str(write_plays(tmp_path / "data"))
+    c = tiny_settings(tmp_path, memory="linear", filler="plays", data_dir=data, eval_lengths="600")
+    assert pk.main(c) == 0
+    out = json.loads((tmp_path / "haystack-linear" / "results.json").read_text())
+    assert out["filler"] == "plays" and set(out["results"]["600"]) == {"start", "middle", "end"}
+    assert set(out["template_results"]) == {"600"}                      # the same model on the filler line
+    params, cfg, meta = pk.load_model(str(tmp_path / "haystack-linear" / "model.npz"))
+    assert meta["tokenizer"]["itos"] == task.haystack_chars(TRAIN_TEXT, VAL_TEXT) and meta["filler"] == "plays"
+    assert cfg.vocab_size == len(task.haystack_chars(TRAIN_TEXT, VAL_TEXT))
+    with pytest.raises(infini_checkpoint().CheckpointError, match="another vocabulary"):
+        pk.load_model(str(tmp_path / "haystack-linear" / "model.npz"), task=pk.Task(task.CHARS))
+    assert pk.main(dict(c, memory="delta")) == 0                        # delta starts from haystack-linear
+    assert pk.main(dict(c, max_keys=2, eval_keys="1,2", eval_lengths="900")) == 0
+    out = json.loads((tmp_path / "multikey-linear" / "results.json").read_text())
+    assert set(out["multikey"]) == {"1", "2"} and out["prompts_per_cell"] == 2
+
+
+def infini_checkpoint():
+    import checkpoint
+    return checkpoint
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--max_keys=2", "needs --filler=plays"),
+    ("--filler=words", "--filler must be one of"),
+    ("--eval_keys=0,40", "in 1..32"),
+    ("--template_frac=2", "fraction"),
+])
+def test_bad_haystack_settings_are_one_line_errors(arg, message):
+    r = scripts.run("passkey.py", arg, "--filler=plays" if arg == "--eval_keys=0,40" else "--memory=none")
+    assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr
