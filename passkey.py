@@ -14,6 +14,9 @@ optimiser; delta trains the tune phase alone, from the trained linear model.
     python passkey.py --train --memory=linear --out_dir=out-mine   # then --memory=delta, same out_dir
     python passkey.py --init_from=resume --memory=delta --eval_lengths=1452,1000000 --eval_depths=0,0.5,1
     python passkey.py --train --device=cuda     # on one GPU (CuPy)
+    python passkey.py --filler=plays        # the shipped haystack models: keys hidden in held-out plays
+    python passkey.py --train --filler=plays --memory=linear   # 68 min on one core; then --memory=delta
+    python passkey.py --train --filler=plays --max_keys=4 --memory=linear   # multi-key; then delta
 
 Settings are the plain variables below (config/passkey.py repeats the recipe); override them
 with a config file and --key=value (configurator.py). Outputs go to out_dir/<memory>/:
@@ -40,7 +43,8 @@ Why each part of the recipe is there (docs/passkey_runs.md has the runs behind e
 - the penalties on open heads only: on the closed first layer they would saturate its
   local attention into a copy from a fixed distance;
 - a memory that starts full in the tune phase (far_fill): the training loss then sees how
-  a million characters of filler dilute the read, which no short prompt shows;
+  a million characters of filler dilute the read, which no short prompt shows (not for delta
+  on the plays: its stand-in for a full delta memory holds for a repeated line only);
 - delta from linear: trained from scratch, delta does not learn to copy a key in the
   question's own segment; linear does, and delta keeps it when it starts from linear's
   weights and trains the tune phase alone with the delta rule.
@@ -116,7 +120,8 @@ query_margin = 8.0         # the query penalty pushes queries below -query_margi
 tune_iters = 1500          # steps of the tune phase
 tune_lr = 1e-3             # the tune phase's peak learning rate
 tune_min_lr = 1e-4         # the tune phase's learning rate at its end, after a cosine decay
-far_fill = 1000000         # tune phase: 3/4 of the prompts start from the memory of <= far_fill filler chars (0: off)
+far_fill = 1000000         # tune phase: 3/4 of the prompts start from the memory of <= far_fill filler chars (0: off);
+                           #   always off for delta with filler "plays" (passkey_memory.far_memory says why)
 # evaluation
 eval_lengths = ""          # comma-separated prompt lengths in characters; "": 1x to 32x the longest training input
 eval_depths = "0,0.25,0.5,0.75,1"  # key depths: 0 start, 0.5 middle, 1 end
@@ -296,6 +301,9 @@ def train_model(c, mode, folder, task):
         params, step = warm_start(c, linear, task), c["max_iters"]
     else:
         params, step = init_model(c, mode, task), 0
+    if mode == "delta" and task.train is not None and c["far_fill"]:      # see far_fill's comment
+        print("[delta] far_fill off: its delta memory stands for a filler line repeated, and the plays do not repeat")
+        c["far_fill"] = 0
     if c["init_from"] != "resume":
         opt, rng = infini.adamw_init(params), np.random.default_rng(c["seed"])
         for name in ("ckpt.npz", "model.npz", "log.jsonl"):               # --overwrite=True: a new run
@@ -464,7 +472,7 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
                                              batch_size=c["eval_batch_size"], progress=bar.update,
                                              haystack=task.val, chars=task.chars)
     out = {"memory": mode, "model": f"multikey-{mode}", "filler": c["filler"], "train_len": tlen,
-           "max_keys": c["max_keys"], "prompts_per_cell": n,
+           "max_keys": c["max_keys"], "prompts_per_cell": n, "lengths": lengths,
            "multikey": {str(k): {str(length): res[k][length]["exact"] for length in lengths} for k in ks},
            "samples": {str(k): {str(length): res[k][length]["samples"] for length in lengths} for k in ks},
            "eval_seconds": round(time.time() - t0, 1)}
@@ -495,6 +503,12 @@ def main(c):
     except ValueError as e:                        # --device=cuda without a GPU; an out_dir that cannot be
         print(f"error: {e}", file=sys.stderr)      # written or holds a trained run
         return 2
+    if c["init_from"] == "shipped" and c["memory"] == "all":                # the shipped ones of this filler
+        shipped = [m for m in modes if os.path.exists(os.path.join(SHIPPED, f"{model_name(c, m)}.npz"))]
+        for mode in modes:
+            if mode not in shipped:
+                print(f"[{mode}] no shipped {model_name(c, mode)}.npz in passkey_ckpt/: skipped")
+        modes = shipped or modes                                           # none at all: run_mode says so
     try:
         task = load_task(c)
         for mode in modes:
@@ -504,7 +518,11 @@ def main(c):
         return 1
     finally:
         checkpoint.remove_if_empty(created)
-    if len(rows) > 1:
+    if len(rows) > 1 and c["max_keys"] > 1:
+        for mode, r in rows.items():
+            print(f"\nmultikey-{mode}, exact match % by key lines and length ({r['prompts_per_cell']} prompts each):")
+            print(passkey_eval.multikey_table(r["multikey"], r["lengths"]))
+    elif len(rows) > 1:
         lengths = sorted(set.intersection(*(set(map(int, r["results"])) for r in rows.values())))
         print(f"\npasskey retrieval, exact match % with the key at start/middle/end "
               f"({c['eval_samples']} keys each, greedy decoding):")

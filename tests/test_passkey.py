@@ -6,6 +6,7 @@ end-to-end runs of passkey.py (in-process and as a script). The fast ones take a
 the full demo is marked slow.
 """
 import json
+import os
 import re
 from pathlib import Path
 
@@ -617,6 +618,18 @@ def test_shipped_delta_model_finds_keys_at_its_training_length():
     assert exact >= 60, res
 
 
+@pytest.mark.parametrize("name", ["haystack-linear", "haystack-delta"])
+def test_shipped_haystack_models_read_the_plays_vocabulary_and_find_keys(name):
+    """The haystack models read the plays' 76 characters (the template's among them) and, on the
+    filler line (no prepared plays needed), find keys at their training length."""
+    params, cfg, meta = pk.load_model(str(ROOT / "passkey_ckpt" / f"{name}.npz"))
+    chars = meta["tokenizer"]["itos"]
+    assert meta["filler"] == "plays" and cfg.memory == name.split("-")[1] and len(chars) == 76
+    assert set(task.CHARS) <= set(chars) and set("ROMEO:\n!?;") <= set(chars)
+    res = ev.evaluate(params, cfg, [meta["train_len"]], [0.0, 0.5, 1.0], 6, seed=0, chars=chars)[meta["train_len"]]
+    assert np.mean([r["exact"] for r in res.values()]) >= 60, res
+
+
 @pytest.mark.skipif(not (ROOT / "passkey_ckpt" / "delta.npz").exists(), reason="no shipped delta model")
 def test_sample_py_loads_the_passkey_model():
     """Anyone can type their own prompt: sample.py reads the shipped passkey checkpoints."""
@@ -750,9 +763,42 @@ def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
     with pytest.raises(infini_checkpoint().CheckpointError, match="another vocabulary"):
         pk.load_model(str(tmp_path / "haystack-linear" / "model.npz"), task=pk.Task(task.CHARS))
     assert pk.main(dict(c, memory="delta")) == 0                        # delta starts from haystack-linear
-    assert pk.main(dict(c, max_keys=2, eval_keys="1,2", eval_lengths="900")) == 0
-    out = json.loads((tmp_path / "multikey-linear" / "results.json").read_text())
-    assert set(out["multikey"]) == {"1", "2"} and out["prompts_per_cell"] == 2
+    assert pk.main(dict(c, memory="all", max_keys=2, eval_keys="1,2", eval_lengths="900")) == 0
+    for mode in ("none", "linear", "delta"):
+        out = json.loads((tmp_path / f"multikey-{mode}" / "results.json").read_text())
+        assert set(out["multikey"]) == {"1", "2"} and out["prompts_per_cell"] == 2 and out["lengths"] == [900]
+
+
+def test_delta_on_the_plays_tunes_without_far_fill(tmp_path, capsys):
+    """far_fill's delta memory stands for a repeated filler line: on the plays delta trains as with far_fill=0."""
+    c = tiny_settings(tmp_path, memory="linear", filler="plays", data_dir=str(write_plays(tmp_path / "data")),
+                      eval_lengths="600")
+    assert pk.main(c) == 0
+    path = tmp_path / "haystack-delta" / "ckpt.npz"
+    assert pk.main(dict(c, memory="delta")) == 0 and "far_fill off" in capsys.readouterr().out
+    default, _, meta = infini_checkpoint().load_checkpoint(str(path))
+    assert meta["config"]["far_fill"] == 0
+    assert pk.main(dict(c, memory="delta", far_fill=0, overwrite=True)) == 0
+    off, _, _ = infini_checkpoint().load_checkpoint(str(path))
+    assert all(np.array_equal(default[k], off[k]) for k in off)
+
+
+def test_the_shipped_models_of_a_filler_are_the_ones_evaluated(tmp_path, monkeypatch, capsys):
+    """python passkey.py --filler=plays: every haystack model in passkey_ckpt/, the others named as skipped."""
+    import shutil
+    c = tiny_settings(tmp_path, memory="linear", filler="plays", data_dir=str(write_plays(tmp_path / "data")),
+                      eval_lengths="600")
+    assert pk.main(c) == 0
+    (tmp_path / "shipped").mkdir()
+    shutil.copy(tmp_path / "haystack-linear" / "model.npz", tmp_path / "shipped" / "haystack-linear.npz")
+    monkeypatch.setattr(pk, "SHIPPED", str(tmp_path / "shipped"))
+    capsys.readouterr()
+    assert pk.main(dict(c, memory="all", init_from="shipped", out_dir=str(tmp_path / "eval"))) == 0
+    out = capsys.readouterr().out
+    assert "no shipped haystack-none.npz" in out and "no shipped haystack-delta.npz" in out
+    assert os.listdir(tmp_path / "eval") == ["haystack-linear"]
+    monkeypatch.setattr(pk, "SHIPPED", str(tmp_path / "nothing"))
+    assert pk.main(dict(c, memory="all", init_from="shipped")) == 1     # none shipped: run_mode's one-line error
 
 
 def infini_checkpoint():
