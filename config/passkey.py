@@ -48,6 +48,7 @@ query_penalty = 0.02
 query_margin = 8.0
 
 # the tune phase: 1,500 steps with a fresh optimiser, from a memory that starts full
+# (but for delta on the plays: there passkey.py leaves far_fill off)
 tune_iters = 1500
 tune_lr = 1e-3
 tune_min_lr = 1e-4
