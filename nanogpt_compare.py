@@ -10,7 +10,9 @@ Three runs per seed, one after another on this machine, nothing else running:
               (a step without memory is faster: the same wall time buys more of them)
 
 The wall time of each run is measured around its whole command (start-up, evaluations and
-saves included), so "the same time" is what a person waiting for it sees. Then every
+saves included), so "the same time" is what a person waiting for it sees. Every run
+evaluates and saves at its start and its end only (nanoGPT: eval_interval = max_iters;
+ours: --eval_interval=0, which trains exactly the weights of the evaluating default). Then every
 model is scored the same way on the first eval_len characters of each of the four held-out
 plays (heldout.py): a model with memory streams each play through infini.forward_stream;
 a model without memory (ours with --memory=none, and nanoGPT) reads sliding windows of its
@@ -110,8 +112,10 @@ def command(c, kind, seed):
     extra = []
     if kind == "none":
         extra = ["--memory=none"] + ([f"--max_iters={c['none_iters']}"] if c["none_iters"] else [])
+    # evaluate at the start and the end only, as nanoGPT does here: the same weights as python train.py
     return ([sys.executable, "train.py", f"--seed={seed}", f"--out_dir={os.path.abspath(out_dir(c, kind, seed))}",
-             f"--overwrite={c['overwrite']}", "--device=cpu"] + shlex.split(c["ours"]) + extra, ROOT)
+             f"--overwrite={c['overwrite']}", "--device=cpu", "--eval_interval=0"] + shlex.split(c["ours"]) + extra,
+            ROOT)
 
 
 def shown(argv):

@@ -45,7 +45,7 @@ from speed import parallel
 # (config/train_shakespeare_char.py repeats them)
 # I/O
 out_dir = "out-shakespeare-char"  # ckpt.npz, log.jsonl and loss.png go here
-eval_interval = 250        # evaluate, log and save a checkpoint every this many steps
+eval_interval = 250        # evaluate, log and save a checkpoint every this many steps (0: at the start and end only)
 eval_iters = 20            # batches per split in each evaluation
 log_interval = 10          # refresh the progress bar's loss and tokens/s every this many steps
 always_save_checkpoint = True  # False: save at an evaluation only when the val loss improved
@@ -96,12 +96,12 @@ class TrainingDiverged(Exception):
 
 def validate(c):
     """Impossible settings -> ValueError naming the key (configurator makes it a one-line error)."""
-    for key in ("eval_interval", "eval_iters", "log_interval", "batch_size", "block_size", "max_iters",
+    for key in ("eval_iters", "log_interval", "batch_size", "block_size", "max_iters",
                 "n_layer", "n_head", "d_model", "segment_len"):
         if c[key] < 1:
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
-    for key in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "beta_lr_mult", "warmup_iters",
-                "lr_decay_iters", "bptt_segments", "seed", "threads"):
+    for key in ("eval_interval", "learning_rate", "min_lr", "weight_decay", "grad_clip", "beta_lr_mult",
+                "warmup_iters", "lr_decay_iters", "bptt_segments", "seed", "threads"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["learning_rate"] == 0:
@@ -207,17 +207,16 @@ def get_lr(step, c):
 
 
 def estimate_loss(params, cfg, splits, c, step, xp):
-    """Mean loss over eval_iters batches of each split. The batches come from their own RNG,
-    seeded by (seed, step), so evaluating never moves the training data stream."""
+    """Mean loss over eval_iters batches of each split, each split across threads like a
+    training step. The batches come from their own RNG, seeded by (seed, step), so evaluating
+    never moves the training data stream."""
     out = {}
     for k, (name, data) in enumerate(splits.items()):
         rng = np.random.default_rng([c["seed"], step, k])
         losses = []
         for _ in range(c["eval_iters"]):
             x, y = get_batch(data, c["batch_size"], c["block_size"], rng)
-            logits = infini.forward(params, xp.asarray(x), cfg)            # (B,T,V)
-            loss, _ = infini.cross_entropy_forward(logits, xp.asarray(y))
-            losses.append(float(loss))
+            losses.append(parallel.loss(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"]))
         out[name] = float(np.mean(losses))
     return out
 
@@ -384,8 +383,9 @@ def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_nam
                dynamic_ncols=True, mininterval=0.5)
     with StopRequest() as stop, bar:
         while True:
-            # evaluate, log and save every eval_interval steps and at the end
-            if (step % c["eval_interval"] == 0 or step == c["max_iters"]) and step != last_eval_step:
+            # evaluate, log and save every eval_interval steps, at the start and at the end
+            due = step % c["eval_interval"] == 0 if c["eval_interval"] else step == 0
+            if (due or step == c["max_iters"]) and step != last_eval_step:
                 last_eval = estimate_loss(params, cfg, splits, c, step, xp)
                 if not all(math.isfinite(v) for v in last_eval.values()):
                     raise TrainingDiverged(f"the evaluation loss is {last_eval} at step {step}")

@@ -85,12 +85,13 @@ def default_threads():
         return os.cpu_count() or 1
 
 
-def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLAIN_ATTENTION):
-    """infini.loss_and_grads, with the batch split across threads (CPU arrays only)."""
+def _slices(targets, threads):
+    """The batch cut into one slice per thread, slices with no target left out.
+    -> slices, their target counts, the total count; or None to run the batch whole."""
     threads = threads or default_threads()
-    B = idx.shape[0]
-    if threads <= 1 or B < 2 or infini.get_array_module(idx) is not infini.np:
-        return infini.loss_and_grads(params, idx, targets, cfg, attention=attention)
+    B = targets.shape[0]
+    if threads <= 1 or B < 2 or infini.get_array_module(targets) is not infini.np:
+        return None
     n = min(threads, B)                                        # every slice holds one example or more
     bounds = [(B * i) // n for i in range(n + 1)]
     slices = [slice(a, b) for a, b in zip(bounds, bounds[1:])]
@@ -98,14 +99,22 @@ def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLA
     total = sum(counts)
     if total == 0:
         raise ValueError("targets are all -1: there is nothing to compute a loss on")
-    slices = [s for s, n in zip(slices, counts) if n > 0]   # a slice with no targets adds nothing
-    counts = [n for n in counts if n > 0]
+    kept = [(s, n) for s, n in zip(slices, counts) if n > 0]  # a slice with no targets adds nothing
+    return [s for s, _ in kept], [n for _, n in kept], total
 
-    def run(s):
-        return infini.loss_and_grads(params, idx[s], targets[s], cfg, attention=attention)
 
+def _map(run, slices):
     with one_blas_thread():
-        results = list(_pool(len(slices)).map(run, slices))
+        return list(_pool(len(slices)).map(run, slices))
+
+
+def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLAIN_ATTENTION):
+    """infini.loss_and_grads, with the batch split across threads (CPU arrays only)."""
+    split = _slices(targets, threads)
+    if split is None:
+        return infini.loss_and_grads(params, idx, targets, cfg, attention=attention)
+    slices, counts, total = split
+    results = _map(lambda s: infini.loss_and_grads(params, idx[s], targets[s], cfg, attention=attention), slices)
     loss = sum(n / total * r[0] for n, r in zip(counts, results))
     grads = results[0][1]
     w0 = counts[0] / total
@@ -115,3 +124,16 @@ def loss_and_grads(params, idx, targets, cfg, threads=None, attention=infini.PLA
         for name, g in grads.items():
             g += (n / total) * g_i[name]
     return loss, grads
+
+
+def loss(params, idx, targets, cfg, threads=None, attention=infini.PLAIN_ATTENTION):
+    """The mean cross-entropy over targets != -1, no gradients: an evaluation, split the same way."""
+    def one(idx, targets):
+        logits = infini.forward(params, idx, cfg, attention)
+        return float(infini.cross_entropy_forward(logits, targets)[0])
+    split = _slices(targets, threads)
+    if split is None:
+        return one(idx, targets)
+    slices, counts, total = split
+    losses = _map(lambda s: one(idx[s], targets[s]), slices)
+    return sum(n / total * l for n, l in zip(counts, losses))

@@ -74,6 +74,7 @@ def test_parallel_slices_equal_one_batch(threads):
     assert abs(loss - loss_p) <= 1e-12
     for name in grads:
         assert rel_error(grads[name], grads_p[name]) <= 1e-12, name
+    assert abs(parallel.loss(params, idx, targets, cfg, threads=threads) - loss) <= 1e-12  # train.py's evaluation
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")

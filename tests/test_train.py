@@ -164,6 +164,17 @@ def test_beta_init_sets_the_first_gates(char_dir, tmp_path):
     np.testing.assert_allclose(params["h.0.beta"], -3.0)                   # beta_lr_mult 0: the gates stay
 
 
+def test_eval_interval_0_evaluates_at_the_start_and_end_only(char_dir, straight, tmp_path):
+    """Evaluating never moves the training stream: the same model with fewer evaluations."""
+    ref_out, ref = straight
+    result = train.train(tiny(char_dir, tmp_path, max_iters=6, eval_interval=0))
+    assert [step for step, _, _ in log_losses(tmp_path)] == [0, 6]
+    assert result["losses"] == ref["losses"] and result["eval"] == ref["eval"]
+    params, _, _ = checkpoint.load_checkpoint(result["ckpt"])
+    ref_params, _, _ = checkpoint.load_checkpoint(ref["ckpt"])
+    assert all(np.array_equal(params[k], ref_params[k]) for k in params)
+
+
 def test_resume_is_exact(char_dir, straight, tmp_path, capsys):
     ref_out, ref = straight
     first = train.train(tiny(char_dir, tmp_path, max_iters=3, eval_interval=3))
