@@ -1,10 +1,10 @@
 """
 Train an Infini-Transformer (infini.py) on Shakespeare's plays.
 
-    python train.py                                   # char-level, 2 CPU cores, ~4 minutes
+    python train.py                                   # char-level, 2 CPU cores, ~5 minutes
     python train.py config/train_shakespeare_char_gpu.py        # a larger model on one GPU
     python train.py --memory=none --out_dir=out-none            # the local-attention baseline
-    python train.py --init_from=resume --max_iters=2000         # go on from out_dir/ckpt.npz
+    python train.py --init_from=resume --max_iters=4000         # go on from out_dir/ckpt.npz
 
 Settings are the plain variables below; override them with a config file and --key=value
 (configurator.py). The data is prepared on first use (data/<dataset>/prepare.py). Every
@@ -66,7 +66,7 @@ beta_init = -3.0           # the gates' first logit: each head starts as 0.05 me
 bptt_segments = 0          # 0: back-propagate through the memory over the whole sequence
 # AdamW
 learning_rate = 4e-3       # peak learning rate
-max_iters = 2400           # optimiser steps in all
+max_iters = 2800           # optimiser steps in all
 weight_decay = 0.1         # decoupled weight decay on the matrices (not on norms and gates)
 beta1 = 0.9                # AdamW's first-moment decay
 beta2 = 0.95               # AdamW's second-moment decay

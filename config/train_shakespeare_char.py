@@ -21,7 +21,7 @@ memory = "delta"
 beta_init = -3.0    # gates start almost closed (0.05): a memory read that helps nothing costs little
 
 learning_rate = 4e-3
-max_iters = 2400
+max_iters = 2800
 lr_decay_iters = 0    # the cosine ends at max_iters
 min_lr = 4e-4
 warmup_iters = 100

@@ -27,7 +27,7 @@ def test_commands_keep_the_recipe_and_the_seed(tmp_path):
     ours, _ = cmp.command(c, "ours", 7)
     none, _ = cmp.command(c, "none", 7)
     assert "--seed=7" in ours and "--max_iters=5" in ours and "--memory=none" not in ours
-    assert none == [a.replace("-ours-", "-none-") for a in ours] + ["--memory=none", "--max_iters=2900"]
+    assert none == [a.replace("-ours-", "-none-") for a in ours] + ["--memory=none", "--max_iters=3000"]
     assert cmp.command(dict(c, none_iters=0), "none", 7)[0][-1] == "--memory=none"
 
 
