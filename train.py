@@ -41,7 +41,7 @@ import infini
 from speed import parallel
 
 # -----------------------------------------------------------------------------
-# default settings: a 4-layer char model that trains in about 4 minutes on 2 CPU cores
+# default settings: a 4-layer char model that trains in about 5 minutes on 2 CPU cores
 # (config/train_shakespeare_char.py repeats them)
 # I/O
 out_dir = "out-shakespeare-char"  # ckpt.npz, log.jsonl and loss.png go here
