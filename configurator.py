@@ -93,6 +93,8 @@ def setting_comments(path):
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type in (tokenize.NEWLINE, tokenize.NL):
             line = []
+        elif tok.type in (tokenize.INDENT, tokenize.DEDENT):  # a DEDENT opens the line after a block
+            continue
         elif tok.type == tokenize.COMMENT:
             if len(line) >= 2 and line[0].type == tokenize.NAME and line[0].start[1] == 0 and line[1].string == "=":
                 comments.setdefault(line[0].string, tok.string.lstrip("#").strip())

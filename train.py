@@ -40,6 +40,11 @@ import configurator
 import infini
 from speed import parallel
 
+try:
+    from speed import fast  # the labs' student copy leaves it out (labs/make_student.py)
+except ImportError:
+    fast = None
+
 # -----------------------------------------------------------------------------
 # default settings: a 4-layer char model that trains in about 5 minutes on 2 CPU cores
 # (config/train_shakespeare_char.py repeats them)
@@ -80,11 +85,13 @@ min_lr = 4e-4              # the learning rate at the end of the decay
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"
 seed = 1337                # initial weights and the order of the training batches
 threads = 0                # CPU: split each batch across this many threads (0: one per core)
+attention = "auto"         # "plain" (infini.py's layer), "fast" (speed/fast.py: same math) or "auto" (fast on a CPU)
 # -----------------------------------------------------------------------------
 DEFAULTS = configurator.defaults(globals())
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DATASETS = ("shakespeare_char", "shakespeare")
+ATTENTIONS = ("auto", "plain", "fast")
 MODEL_KEYS = ("n_layer", "n_head", "d_model", "segment_len", "memory", "beta_init", "bptt_segments")
 RUN_FILES = ("ckpt.npz", "log.jsonl", "loss.png")  # what a run writes into out_dir
 PROGRESS_KEYS = ("step", "last_eval_step", "best_val_loss", "elapsed", "eval")  # where a run stands
@@ -115,14 +122,26 @@ def validate(c):
         if not 0 <= c[key] < 1:
             raise ValueError(f"--{key} must be in [0, 1), got {c[key]}")
     choices = {"init_from": ("scratch", "resume"), "dataset": DATASETS, "memory": infini.MEMORY_MODES,
-               "device": ("auto", "cpu", "cuda")}
+               "device": ("auto", "cpu", "cuda"), "attention": ATTENTIONS}
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {c[key]!r}")
     if not c["out_dir"]:
         raise ValueError("--out_dir must not be empty")
+    if c["attention"] == "fast" and fast is None:
+        raise ValueError("--attention=fast needs speed/fast.py, which this copy lacks; use --attention=plain")
     # the model's own checks (d_model divisible by n_head, an even head size, ...)
     infini.Config(**{k: c[k] for k in MODEL_KEYS})
+
+
+def attention_layer(name, xp):
+    """--attention -> (its name, (forward, backward)) for infini.loss_and_grads. The two layers
+    compute the same function (tests/test_speed.py): speed/fast.py is about 9% faster a step on
+    the CPU (docs/speed.md). "auto" keeps the plain layer on a GPU, where that is unmeasured,
+    and in the labs' student copy, where infini.py is the student's own."""
+    if name == "fast" or (name == "auto" and fast is not None and xp is np):
+        return "fast", fast.ATTENTION
+    return "plain", infini.PLAIN_ATTENTION
 
 
 def decay_iters(c):
@@ -206,7 +225,7 @@ def get_lr(step, c):
     return infini.cosine_lr(step, c["learning_rate"], c["min_lr"], c["warmup_iters"], decay_iters(c))
 
 
-def estimate_loss(params, cfg, splits, c, step, xp):
+def estimate_loss(params, cfg, splits, c, step, xp, attention=infini.PLAIN_ATTENTION):
     """Mean loss over eval_iters batches of each split, each split across threads like a
     training step. The batches come from their own RNG, seeded by (seed, step), so evaluating
     never moves the training data stream."""
@@ -216,7 +235,8 @@ def estimate_loss(params, cfg, splits, c, step, xp):
         losses = []
         for _ in range(c["eval_iters"]):
             x, y = get_batch(data, c["batch_size"], c["block_size"], rng)
-            losses.append(parallel.loss(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"]))
+            losses.append(parallel.loss(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"],
+                                        attention=attention))
         out[name] = float(np.mean(losses))
     return out
 
@@ -319,6 +339,7 @@ def train(config=None):
         rng.bit_generator.state = meta["rng"]
     xp = infini.backend(c["device"])                                       # before any slow work
     device_name = infini.device_name(xp)
+    layer = attention_layer(c["attention"], xp)
     data_dir = c["data_dir"] or os.path.join(ROOT, "data", c["dataset"])
     ensure_dataset(c["dataset"], data_dir)
     train_data, val_data, data_meta = load_dataset(data_dir, c["dataset"])
@@ -347,18 +368,20 @@ def train(config=None):
                 os.remove(os.path.join(out, f))
     params, opt = infini.to_device(xp, params, opt)
     try:
-        return train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name)
+        return train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name, layer)
     finally:
         checkpoint.remove_if_empty(created)  # a run that stopped before writing anything leaves no folder
 
 
-def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name):
+def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_name, layer):
     """train()'s loop: from progress (the checkpoint's step, last_eval_step, best_val_loss,
-    elapsed, eval) to max_iters, evaluating and saving on the way. -> train()'s summary."""
+    elapsed, eval) to max_iters, evaluating and saving on the way, with layer = (name,
+    attention) from attention_layer. -> train()'s summary."""
     out = c["out_dir"]
     ckpt_path, log_path, plot_path = (os.path.join(out, f) for f in RUN_FILES)
     train_data = splits["train"]
     xp = infini.get_array_module(params["wte"])
+    layer_name, attention = layer
     step, last_eval_step, best_val = progress["step"], progress["last_eval_step"], progress["best_val_loss"]
     elapsed, last_eval = progress["elapsed"], progress["eval"]
 
@@ -375,7 +398,8 @@ def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_nam
 
     print(f"{infini.num_params(params):,} parameters, {cfg.n_layer} layers, {cfg.n_head} heads, "
           f"d_model {cfg.d_model}, segment {cfg.segment_len}, memory {cfg.memory!r}; "
-          f"{c['dataset']} (vocab {cfg.vocab_size}, {len(train_data):,} train tokens); device {device_name}")
+          f"{c['dataset']} (vocab {cfg.vocab_size}, {len(train_data):,} train tokens); device {device_name}, "
+          f"{layer_name} attention")
     tokens_per_step = c["batch_size"] * c["block_size"]
     losses, interrupted = [], False
     t_start, t_train, tokens_since = time.time(), 0.0, 0  # training time and tokens since the last eval
@@ -386,7 +410,7 @@ def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_nam
             # evaluate, log and save every eval_interval steps, at the start and at the end
             due = step % c["eval_interval"] == 0 if c["eval_interval"] else step == 0
             if (due or step == c["max_iters"]) and step != last_eval_step:
-                last_eval = estimate_loss(params, cfg, splits, c, step, xp)
+                last_eval = estimate_loss(params, cfg, splits, c, step, xp, attention)
                 if not all(math.isfinite(v) for v in last_eval.values()):
                     raise TrainingDiverged(f"the evaluation loss is {last_eval} at step {step}")
                 last_eval_step = step
@@ -418,7 +442,8 @@ def train_loop(c, cfg, params, opt, rng, progress, splits, tokenizer, device_nam
             t0 = time.time()
             lr = get_lr(step, c)
             x, y = get_batch(train_data, c["batch_size"], c["block_size"], rng)
-            loss, grads = parallel.loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"])
+            loss, grads = parallel.loss_and_grads(params, xp.asarray(x), xp.asarray(y), cfg, threads=c["threads"],
+                                                  attention=attention)
             norm = infini.clip_grad_norm(grads, c["grad_clip"])
             if not (math.isfinite(loss) and math.isfinite(norm)):
                 kept = (f"the last good checkpoint, step {saved_step}, stays in {ckpt_path}"

@@ -18,12 +18,15 @@ which the body of every chosen region is replaced by one line,
     raise NotImplementedError("Lab <n>: implement <name> (see labs/lab<n>_<topic>.md)")
 
 indented like the body. The marker lines stay, so students see where their code goes and
-everything outside the bodies is byte for byte the project's. SOLUTION_PATHS (speed/,
+everything outside the bodies is byte for byte the project's. SOLUTION_PATHS (speed/fast.py,
 a fast attention layer with every forward and backward written out), the tests that
-import them, and INSTRUCTOR_PATHS (tests/test_labs.py) are left out.
+import them, and INSTRUCTOR_PATHS (tests/test_labs.py) are left out. Any other file that
+imports them gets a warning, unless it guards the import with `except ImportError` and
+runs without it (train.py: --attention=auto falls back to the plain layer).
 Errors are one line and exit with status 2.
 """
 import argparse
+import ast
 import os
 import re
 import shutil
@@ -208,6 +211,24 @@ def imported(path, modules):
             if name == m or name.startswith(m + ".")]
 
 
+def optional_imports(path):
+    """Line numbers of the imports a file makes inside `try:` with an `except ImportError`
+    (or ModuleNotFoundError): the file runs without them."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            tree = ast.parse(f.read())
+    except SyntaxError:
+        return set()
+
+    def catches(t):
+        names = t.elts if isinstance(t, ast.Tuple) else [t]
+        return any(isinstance(n, ast.Name) and n.id in ("ImportError", "ModuleNotFoundError") for n in names)
+
+    return {n.lineno for node in ast.walk(tree) if isinstance(node, ast.Try)
+            and any(h.type is not None and catches(h.type) for h in node.handlers)
+            for stmt in node.body for n in ast.walk(stmt) if isinstance(n, (ast.Import, ast.ImportFrom))}
+
+
 def module_of(rel):
     """The name a file is imported by: speed/fast.py -> speed.fast, tests/test_x.py ->
     test_x (pytest puts tests/ on the path), train.py -> train."""
@@ -235,7 +256,8 @@ def leave_out(src, files):
     modules = {module_of(rel) for rel in left}
     warnings = [f"{rel}:{n} imports {m}, which the student copy leaves out"
                 for rel in files if rel.endswith(".py") and rel not in left
-                for n, m in imported(os.path.join(src, rel), modules)]
+                for n, m in imported(os.path.join(src, rel), modules)
+                if n not in optional_imports(os.path.join(src, rel))]
     return left, warnings
 
 

@@ -54,6 +54,18 @@ def test_the_student_copy_fails_every_lab(student):
     assert "Lab 1: implement rmsnorm_backward (see labs/lab1_norm_matmul_gelu.md)" in r.stdout
 
 
+def test_train_py_in_the_student_copy_trains_the_plain_layer(student):
+    """Lab 5 trains the student's infini.py: without speed/fast.py, --attention=auto is the plain layer."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", "import numpy, train; print(train.attention_layer('auto', numpy)[0])"],
+                       cwd=student, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stdout.strip() == "plain", r.stderr
+    r = subprocess.run([sys.executable, "train.py", "--attention=fast"], cwd=student, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0
+    assert "--attention=fast needs speed/fast.py" in r.stderr
+
+
 def test_each_lab_needs_only_the_labs_before_it(tmp_path):
     """With labs N..6 stubbed (1..N-1 done), lab N's checks fail, and only on lab N's code:
     no check of a lab waits for a later lab."""
@@ -203,16 +215,19 @@ def test_without_git_the_walk_skips_caches_and_ignored_files(tmp_path):
                       "data/train.bin": "x", "data/prepare.py": "x = 1\n",
                       "speed/fast.py": "x = 1\n", "tests/test_speed.py": "import speed\n",
                       "tests/test_more.py": "from test_speed import x\n", "tests/test_f.py": "import infini\n",
-                      "bench.py": "import numpy\nfrom speed import fast\n"}.items():
+                      "bench.py": "import numpy\nfrom speed import fast\n",
+                      "train.py": "try:\n    from speed import fast\nexcept ImportError:\n    fast = None\n"}.items():
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text(text)
     r = run_make(tmp_path / "out", f"--src={src}")
     assert r.returncode == 0, r.stderr
     got = sorted(os.path.relpath(os.path.join(d, f), tmp_path / "out").replace(os.sep, "/")
                  for d, _, fs in os.walk(tmp_path / "out") for f in fs)
-    assert got == [".gitignore", "bench.py", "data/prepare.py", "infini.py", "labs/lab1_f.md", "tests/test_f.py"]
+    assert got == [".gitignore", "bench.py", "data/prepare.py", "infini.py", "labs/lab1_f.md", "tests/test_f.py",
+                   "train.py"]
     assert "tests/test_more.py (imports test_speed)" in r.stdout
     assert "warning: bench.py:2 imports speed.fast, which the student copy leaves out" in r.stdout
+    assert "train.py" not in r.stdout.split("warning:", 1)[-1]           # it runs without speed.fast
     assert (tmp_path / "out" / "infini.py").read_text() == (
         'def f():\n    # LAB 1 BEGIN f\n    raise NotImplementedError("Lab 1: implement f (see labs/lab1_f.md)")\n'
         '    # LAB 1 END\n')

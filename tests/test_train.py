@@ -89,6 +89,13 @@ def test_help_prints_the_defaults(capsys):
     assert "batch_size = 4" in out and "memory = 'delta'" in out
 
 
+def test_help_finds_the_comment_of_a_setting_after_a_block(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("try:\n    import x  # not a setting\nexcept ImportError:\n    x = None\n\n"
+                      "out_dir = 'out'  # where it goes\n")
+    assert configurator.setting_comments(str(script)) == {"out_dir": "where it goes"}
+
+
 def test_overrides_are_only_what_was_given(tmp_path):
     preset = tmp_path / "preset.py"
     preset.write_text("n = 5\n")
@@ -173,6 +180,22 @@ def test_eval_interval_0_evaluates_at_the_start_and_end_only(char_dir, straight,
     params, _, _ = checkpoint.load_checkpoint(result["ckpt"])
     ref_params, _, _ = checkpoint.load_checkpoint(ref["ckpt"])
     assert all(np.array_equal(params[k], ref_params[k]) for k in params)
+
+
+def test_the_fast_layer_trains_the_plain_layers_model(char_dir, straight, tmp_path, monkeypatch, capsys):
+    """--attention=auto is speed/fast.py on the CPU; it trains what --attention=plain trains,
+    up to float rounding."""
+    _, ref = straight                                                      # auto
+    plain = train.train(tiny(char_dir, tmp_path / "plain", max_iters=6, eval_interval=3, attention="plain"))
+    assert "plain attention" in capsys.readouterr().out
+    assert plain["losses"] == pytest.approx(ref["losses"], rel=1e-5)
+    assert plain["eval"] == pytest.approx(ref["eval"], rel=1e-5)
+    calls = []
+    forward, backward = train.fast.ATTENTION
+    monkeypatch.setattr(train.fast, "ATTENTION", (lambda *a: calls.append(1) or forward(*a), backward))
+    train.train(tiny(char_dir, tmp_path / "auto", max_iters=1))
+    assert calls and "fast attention" in capsys.readouterr().out
+    assert train.attention_layer("auto", types.SimpleNamespace())[0] == "plain"  # a GPU's array module
 
 
 def test_resume_is_exact(char_dir, straight, tmp_path, capsys):
