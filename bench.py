@@ -9,9 +9,10 @@ bench.py: how fast is infini.py? Training steps and streaming inference, measure
     python bench.py --config=gpu --device=cuda --compare=torch
 
 A training step is what train.py does: forward, backward, gradient clipping, AdamW. On the
-CPU we time it twice: the whole batch in one call (NumPy's BLAS uses every core for the
-matmuls, the element-wise work runs on one), and the batch split across one thread per core
-(speed/parallel.py, BLAS held to one thread each); train.py uses the split. Like
+CPU we time it three times: the whole batch in one call (NumPy's BLAS uses every core for
+the matmuls, the element-wise work runs on one), the batch split across one thread per core
+(speed/parallel.py, BLAS held to one thread each), and the split with speed/fast.py's layer
+(the same math, the segments batched); train.py uses the last. Like
 train.py, bench.py first asks malloc to keep freed memory for reuse (--malloc=default to
 compare without: it changes PyTorch's allocations in this process too). Ours and
 PyTorch's take turns (see time_steps) so that both see the same machine load, and we
@@ -42,9 +43,15 @@ from tqdm import tqdm
 import infini
 from speed import parallel
 
+try:
+    from speed import fast  # the labs' student copy leaves it out
+except ImportError:
+    fast = None
+
 CONFIGS = {  # name -> (model, batch size, sequence length)
     "cpu": (dict(vocab_size=65, n_layer=4, n_head=4, d_model=128, segment_len=64), 12, 256),
     "gpu": (dict(vocab_size=65, n_layer=12, n_head=12, d_model=768, segment_len=512), 8, 4096),
+    "train": (dict(vocab_size=65, n_layer=4, n_head=4, d_model=128, segment_len=128), 4, 256),  # train.py's
     "tiny": (dict(vocab_size=65, n_layer=2, n_head=2, d_model=32, segment_len=16), 4, 64),
     "passkey": (dict(vocab_size=45, n_layer=2, n_head=4, d_model=64, segment_len=32), 16, 1344),  # passkey.py's
     # model with segments of 32, as timed on a GPU in docs/speed.md
@@ -92,12 +99,12 @@ def torch_matmul_peak(device, n=2048, repeats=5):
     return 2 * n ** 3 / best / 1e9
 
 
-def our_trainer(cfg, params, xp, threads):
+def our_trainer(cfg, params, xp, threads, attention=infini.PLAIN_ATTENTION):
     """train.py's step. threads > 1: the batch split across threads (speed/parallel.py)."""
     opt = infini.adamw_init(params)
 
     def step(idx, targets):
-        loss, grads = parallel.loss_and_grads(params, idx, targets, cfg, threads=threads)
+        loss, grads = parallel.loss_and_grads(params, idx, targets, cfg, threads=threads, attention=attention)
         infini.clip_grad_norm(grads, 1.0)
         infini.adamw_step(params, grads, opt, lr=1e-3, weight_decay=0.1)
         sync(xp)
@@ -152,6 +159,10 @@ def bench_training(args, xp):
         steps = [our_trainer(cfg, params, xp, threads=1)]
         if xp is np:
             steps.append(our_trainer(cfg, {k: v.copy() for k, v in params.items()}, xp, args.threads))
+            if fast is not None:
+                steps.append(our_trainer(cfg, {k: v.copy() for k, v in params.items()}, xp, args.threads,
+                                         attention=fast.ATTENTION))
+        n_ours = len(steps)
         batches = [(idx, targets)] * len(steps)
         if args.compare == "torch":
             steps.append(torch_infini.make_torch_trainer(
@@ -160,17 +171,21 @@ def bench_training(args, xp):
             batches.append((torch.as_tensor(data[:, :-1], device=dev), torch.as_tensor(data[:, 1:], device=dev)))
         secs = time_steps(steps, batches, args.warmup, args.repeats)
         flops = 3 * flops_per_token(cfg, T) * B * T
-        ours = min(secs[:2]) if xp is np else secs[0]                  # the better of the two is train.py's
+        ours = min(secs[:n_ours])                                      # the best of ours is train.py's
         row = {"memory": memory, "plain_tok_s": B * T / secs[0], "ours_tok_s": B * T / ours,
                "ours_gflops": flops / ours / 1e9}
         if xp is np:
             row["threads_tok_s"] = B * T / secs[1]
+        if n_ours == 3:
+            row["fast_tok_s"] = B * T / secs[2]
         if args.compare == "torch":
             row["torch_tok_s"] = B * T / secs[-1]
         rows.append(row)
         line = f"  {memory:6s}  one batch {row['plain_tok_s']:8,.0f} tok/s"
         if "threads_tok_s" in row:
             line += f"  {args.threads} threads {row['threads_tok_s']:8,.0f} tok/s"
+        if "fast_tok_s" in row:
+            line += f"  and fast layer {row['fast_tok_s']:8,.0f} tok/s"
         line += f"  best {row['ours_gflops']:5.1f} GFLOP/s ({100 * row['ours_gflops'] / peak:4.1f}% of peak)"
         if "torch_tok_s" in row:
             line += f"  torch {row['torch_tok_s']:8,.0f} tok/s  ours/torch {row['ours_tok_s'] / row['torch_tok_s']:.2f}x"

@@ -1,7 +1,7 @@
 """
 Train an Infini-Transformer (infini.py) on Shakespeare's plays.
 
-    python train.py                                   # char-level, 2 CPU cores, ~5 minutes
+    python train.py                                   # char-level, 2 CPU cores, 3-6 minutes
     python train.py config/train_shakespeare_char_gpu.py        # a larger model on one GPU
     python train.py --memory=none --out_dir=out-none            # the local-attention baseline
     python train.py --init_from=resume --max_iters=4000         # go on from out_dir/ckpt.npz
@@ -46,7 +46,7 @@ except ImportError:
     fast = None
 
 # -----------------------------------------------------------------------------
-# default settings: a 4-layer char model that trains in about 5 minutes on 2 CPU cores
+# default settings: a 4-layer char model that trains in 3-6 minutes on 2 CPU cores
 # (config/train_shakespeare_char.py repeats them)
 # I/O
 out_dir = "out-shakespeare-char"  # ckpt.npz, log.jsonl and loss.png go here
@@ -136,7 +136,7 @@ def validate(c):
 
 def attention_layer(name, xp):
     """--attention -> (its name, (forward, backward)) for infini.loss_and_grads. The two layers
-    compute the same function (tests/test_speed.py): speed/fast.py is about 9% faster a step on
+    compute the same function (tests/test_speed.py): speed/fast.py is 7-17% faster a step on
     the CPU (docs/speed.md). "auto" keeps the plain layer on a GPU, where that is unmeasured,
     and in the labs' student copy, where infini.py is the student's own."""
     if name == "fast" or (name == "auto" and fast is not None and xp is np):

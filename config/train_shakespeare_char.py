@@ -1,5 +1,5 @@
 # The CPU default: a small char-level Infini-Transformer on Shakespeare's plays that trains
-# in about 5 minutes on 2 CPU cores, to a held-out loss of ~1.64 (README: beside nanoGPT).
+# in 3-6 minutes on 2 CPU cores, to a held-out loss of ~1.63 (README: beside nanoGPT).
 # These are the plain defaults of train.py: `python train.py` does the same.
 #   python train.py config/train_shakespeare_char.py
 

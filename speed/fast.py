@@ -18,9 +18,10 @@ step in a loop:
 - the loop over segments only updates Mz (Eq. 8 or 9), forward and back;
 - the final update, which nothing reads, is skipped.
 
-On a 2-core CPU it is no faster than the plain layer (docs/speed.md), so train.py uses
-the plain one. It works on NumPy and CuPy arrays alike. tests/test_speed.py checks it
-against the plain layer (outputs and every gradient); use it through
+train.py trains with it on the CPU (--attention=auto): there a step of its default model
+is 7-17% faster than with the plain layer (docs/speed.md; `python bench.py --config=train`
+times both). It works on NumPy and CuPy arrays alike. tests/test_speed.py checks it against
+the plain layer (outputs and every gradient); use it through
 
     loss, grads = infini.loss_and_grads(params, idx, targets, cfg, attention=fast.ATTENTION)
 """

@@ -11,7 +11,7 @@ def test_training_and_streaming_run(monkeypatch, capsys):
     assert bench.main(["--config=tiny", "--modes=delta", "--warmup=0", "--repeats=1", "--malloc=default"]) == 0
     assert bench.main(["--config=tiny", "--stream", "--stream_tokens=4096", "--malloc=default"]) == 0
     out = capsys.readouterr().out
-    assert "tok/s" in out and "peak host memory" in out
+    assert "tok/s" in out and "and fast layer" in out and "peak host memory" in out
 
 
 def test_compare_without_torch_says_what_to_install(monkeypatch, capsys):
