@@ -30,7 +30,7 @@ nanoGPT is not a dependency: fetch it and PyTorch (CPU) yourself. It reads our
 data/shakespeare_char/{train,val}.bin and meta.pkl as they are.
 
     git clone https://github.com/karpathy/nanoGPT ../nanoGPT && pip install -r requirements-compare.txt
-    python nanogpt_compare.py --nanogpt=../nanoGPT                        # ~25 min a seed on 2 CPU cores
+    python nanogpt_compare.py --nanogpt=../nanoGPT                        # 11-17 min a seed on 2 CPU cores
     python nanogpt_compare.py --nanogpt=../nanoGPT --seeds=1337,1338,1339
     python nanogpt_compare.py --nanogpt=../nanoGPT --train=False          # score the runs already there
     python nanogpt_compare.py --nanogpt=../nanoGPT --ours="--block_size=256 --batch_size=12 --max_iters=1000"
@@ -62,7 +62,7 @@ overwrite = False          # True: replace checkpoints already in those folders
 out_prefix = "out-cmp"     # runs go to out-cmp-nanogpt-1337/, out-cmp-ours-1337/, out-cmp-none-1337/, ...
 nanogpt_iters = 4800       # nanoGPT's optimiser steps (its README's recipe, run for about our time)
 ours = ""                  # extra train.py arguments for ours and none, e.g. "--learning_rate=2e-3"
-none_iters = 3000          # none's steps (after --ours): its step is ~7% faster, so the same time buys more (0: as ours)
+none_iters = 3000          # none's steps (after --ours): its step is 7-12% faster, so the same time buys more (0: as ours)
 eval_len = 32768           # score the first eval_len characters of each held-out play (0: whole plays)
 results = "out-cmp/results.json"  # everything measured
 # -----------------------------------------------------------------------------
