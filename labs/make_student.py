@@ -254,10 +254,13 @@ def leave_out(src, files):
                 left[rel] = f"imports {hit[0]}"
                 changed = True
     modules = {module_of(rel) for rel in left}
-    warnings = [f"{rel}:{n} imports {m}, which the student copy leaves out"
-                for rel in files if rel.endswith(".py") and rel not in left
-                for n, m in imported(os.path.join(src, rel), modules)
-                if n not in optional_imports(os.path.join(src, rel))]
+    warnings = []
+    for rel in files:
+        if not rel.endswith(".py") or rel in left:
+            continue
+        hits = imported(os.path.join(src, rel), modules)
+        optional = optional_imports(os.path.join(src, rel)) if hits else set()
+        warnings += [f"{rel}:{n} imports {m}, which the student copy leaves out" for n, m in hits if n not in optional]
     return left, warnings
 
 
