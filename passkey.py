@@ -20,8 +20,9 @@ optimiser; delta trains the tune phase alone, from the trained linear model.
 
 Settings are the plain variables below (config/passkey.py repeats the recipe); override them
 with a config file and --key=value (configurator.py). Outputs go to out_dir/<memory>/:
-results.json (exact match % per length and depth, per-digit accuracy, sample answers, and
-the answer's teacher-forced accuracy by the position in its segment of the character read),
+results.json (exact match % per length and depth, per-digit accuracy, sample answers, the
+answer's teacher-forced accuracy by the position in its segment of the character read, and
+what the haystack does to the answer's read: passkey_eval.dilution),
 heatmap.png (depth x length), and for a training run ckpt.npz (resumable with
 --init_from=resume), model.npz (the weights alone: what passkey_ckpt/ ships) and log.jsonl.
 
@@ -114,6 +115,7 @@ key_last = 0.3             # from step curriculum_iters on, this fraction of the
 # penalties on the memory's keys and queries, the open heads' only (passkey_memory.memory_penalty)
 key_penalty = 0.02         # key_penalty * mean(relu(k + key_margin)) over each layer's keys joins the loss (0: off)
 key_margin = 8.0           # the key penalty pushes keys below -key_margin, where sigma(k) = e^k is tiny
+tune_key_penalty = 0.02    # the key penalty's strength in the tune phase (the plays need more: docs/passkey.md)
 query_penalty = 0.02       # the tune phase adds query_penalty * mean(relu(q + query_margin)) over the queries
 query_margin = 8.0         # the query penalty pushes queries below -query_margin
 # the tune phase: after max_iters, a fresh optimiser (delta trains this phase alone, from linear)
@@ -151,8 +153,8 @@ def validate(c):
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
-                "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
-                "query_margin", "seed", "shift_max", "far_fill"):
+                "lm_weight", "key_penalty", "key_margin", "tune_key_penalty", "tune_iters", "tune_lr", "tune_min_lr",
+                "query_penalty", "query_margin", "seed", "shift_max", "far_fill"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["answer_weight"] == 0:
@@ -326,7 +328,7 @@ def train_model(c, mode, folder, task):
         return params, cfg, {"train_len": train_len(c), "step": step}
     prefill, filler = {}, None                                            # far_fill's memory (far_memory)
     train_attention = passkey_memory.memory_penalty(c["key_penalty"], c["key_margin"])
-    tune_attention = passkey_memory.memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"],
+    tune_attention = passkey_memory.memory_penalty(c["tune_key_penalty"], c["key_margin"], c["query_penalty"],
                                                    c["query_margin"], prefill=prefill)
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
@@ -433,6 +435,11 @@ def run_mode(c, mode, task):
            "offset_accuracy": offsets, "offset_counts": offset_counts,
            "keys_per_depth": c["eval_samples"], "eval_seconds": round(seconds, 1),
            "eval_chars_per_sec": round(total / seconds)}
+    if mode != "none":                                                     # what the haystack does to the read
+        text = (passkey_task.passage(task.val, 0, 65536) if task.val is not None
+                else (" " + passkey_task.FILLER) * 720)
+        out["dilution"] = passkey_eval.dilution(params, cfg, text, task.stoi, length=tlen, seed=c["seed"],
+                                                haystack=task.val)
     if task.val is not None:                                               # the same model on the filler line
         far = max(lengths)
         spec = passkey_eval.evaluate(params, cfg, [far], depths, c["eval_samples"], seed=c["seed"],
@@ -453,6 +460,10 @@ def run_mode(c, mode, task):
     if "template_results" in out:
         print(f"[{name}] the same model with the filler line, {max(lengths):,} characters: exact match % "
               f"(start/middle/end): {'/'.join(f'{v:.0f}' for v in out['template_results'][str(max(lengths))].values())}")
+    if "dilution" in out:
+        print(f"[{name}] the answer's read in the last layer: the key line's share of its weights "
+              f"(passkey_eval.dilution), and the haystack character that weighs most:")
+        print("\n".join("  " + line for line in passkey_eval.describe_dilution(out["dilution"], sorted({max(lengths), 1000000}))))
     print(f"[{name}] answer characters predicted right (teacher-forced, training-length prompts), by where "
           f"the character read sits in its segment: {passkey_eval.describe_offsets(offsets)}")
     print(f"[{name}] streamed {total:,} characters in {seconds:.0f} s ({total / seconds:,.0f} chars/s, "

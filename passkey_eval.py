@@ -13,8 +13,8 @@ import itertools
 import numpy as np
 
 import infini
-from passkey_task import (CHARS, KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, is_correct,
-                          make_batch, multikey_prompt, prompt_counts, prompt_length, prompt_pieces)
+from passkey_task import (CHARS, KEY_LINE, KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, encode,
+                          is_correct, make_batch, multikey_prompt, prompt_counts, prompt_length, prompt_pieces)
 
 # -----------------------------------------------------------------------------
 # evaluation through the streaming state: bounded memory at any length
@@ -180,6 +180,74 @@ def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0, hayst
     acc = [100.0 * h / n if n else None for h, n in zip(hits, counts)]
     return acc, counts.astype(int).tolist()
 
+
+
+def dilution(params, cfg, text, stoi=STOI, n_prompts=10, length=1452, seed=0, chunk=8192, haystack=None):
+    """What the haystack does to the answer's read in the last layer, head by head.
+
+    The read is sigma(q) M / sigma(q) z, a weighted average of every value written; each
+    character t before the answer's segment weighs sigma(q) . sigma(k_t). For the queries that
+    read the answer (the prompt's last character and the answer's, averaged over n_prompts
+    prompts of `length` characters with the key line at the start), this measures the key
+    line's weight and the haystack's weight per character (over `text`, in chunks), so that
+    the key line's share of the weights at L characters is key / (key + L * per_char); and
+    which character of the haystack carries most of its weight. The keys of the last layer
+    are exact when every earlier layer's memory is closed (passkey.py's recipe: they depend
+    on the local text only); otherwise, reading `text` in chunks without the memory, they
+    are an estimate. haystack: the text the prompts' filler is cut from (None: the filler line).
+    -> [{"key": float, "per_char": float, "top_char": str, "top_share": float}] per head.
+    """
+    xp = infini.get_array_module(params["wte"])
+    H, D, last = cfg.n_head, cfg.head_size, cfg.n_layer - 1
+    seen = {}
+
+    def forward(h, p, l, c):
+        out, cache = infini.attention_forward(h, p, l, c)
+        if l == last:
+            seen["q"], seen["k"] = cache["q"], cache["k"]
+        return out, cache
+
+    def sigma_qk(s):                                                       # sigma(q), sigma(k): (T,H,D) each
+        infini.model_forward(params, xp.asarray(encode(s, stoi))[None], cfg, (forward, None))
+        return [infini.to_numpy(infini.sigma_forward(seen[n][0].reshape(-1, H, D))[0]) for n in ("q", "k")]
+
+    rng = np.random.default_rng(seed)
+    queries, key_parts = [], []
+    for _ in range(n_prompts):
+        key = int(rng.integers(10000, KEY_MAX + 1))
+        start = int(rng.integers(len(haystack))) if haystack else 0
+        x, y = prompt_counts(length, 0.0, key)
+        prompt = "".join(prompt_pieces(x, y, key, haystack, start))
+        answer = f" {key}."
+        sq, sk = sigma_qk(prompt + answer)
+        T = len(prompt)
+        q = sq[T - 1:T + len(answer) - 1].mean(axis=0)                     # (H,D): the queries reading the answer
+        line = prompt.index(KEY_LINE.format(key=key))
+        queries.append(q)
+        key_parts.append((q * sk[line:line + len(KEY_LINE.format(key=key))].sum(axis=0)).sum(-1))  # (H,)
+    q = np.mean(queries, axis=0)
+    weights = np.concatenate([(sigma_qk(text[i:i + chunk])[1] * q).sum(-1)  # (len(text),H): each character's weight
+                              for i in range(0, len(text), chunk)])
+    ids = encode(text, stoi)
+    out = []
+    for h in range(H):
+        by_char = np.bincount(ids, weights=weights[:, h], minlength=len(stoi))
+        top = int(by_char.argmax())
+        out.append({"key": float(np.mean([kp[h] for kp in key_parts])), "per_char": float(weights[:, h].mean()),
+                    "top_char": next(ch for ch, i in stoi.items() if i == top),
+                    "top_share": float(by_char[top] / max(by_char.sum(), 1e-30))})
+    return out
+
+
+def describe_dilution(heads, lengths=(46464, 1000000)):
+    """One line per head: the key line's share of the read's weights at each length, and the
+    haystack character that weighs most."""
+    lines = []
+    for h, d in enumerate(heads):
+        shares = ", ".join(f"{d['key'] / (d['key'] + n * d['per_char']):.3f} at {n:,}" for n in lengths)
+        lines.append(f"head {h}: key line's share {shares}; {d['top_char']!r} carries {100 * d['top_share']:.0f}% "
+                     f"of the haystack's weight")
+    return lines
 
 
 # -----------------------------------------------------------------------------

@@ -350,6 +350,51 @@ def test_far_fill_prefills_the_tune_phase_only(tmp_path, monkeypatch):
     assert not np.array_equal(far["param/h.0.wq"], plain["param/h.0.wq"])
 
 
+def closed_first_layer_model(chars, seed=0):
+    """A random 2-layer model of the recipe's shape: the first layer's memory closed."""
+    cfg = infini.Config(vocab_size=len(chars), n_layer=2, n_head=2, d_model=16, segment_len=16, memory="linear")
+    params = infini.init_params(cfg, seed=seed, dtype=np.float64)
+    params["h.0.beta"][:] = pm.CLOSED_GATE
+    return params, cfg
+
+
+DILUTION_TEXT = "Zounds, the lazy zebra dozes by a hazy maze; quiz the fizz of buzzing bees.\n" * 12
+
+
+def test_dilution_reads_the_haystack_in_chunks_as_in_one_pass():
+    chars = sorted(set(DILUTION_TEXT + "".join(task.CHARS)))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    params, cfg = closed_first_layer_model(chars)
+    text = DILUTION_TEXT[:640]
+    whole = ev.dilution(params, cfg, text, stoi, n_prompts=2, length=400, chunk=640, haystack=DILUTION_TEXT)
+    parts = ev.dilution(params, cfg, text, stoi, n_prompts=2, length=400, chunk=64, haystack=DILUTION_TEXT)
+    for a, b in zip(whole, parts):
+        assert a["top_char"] == b["top_char"] and a["key"] == b["key"] > 0
+        assert np.isclose(a["per_char"], b["per_char"], rtol=1e-9) and np.isclose(a["top_share"], b["top_share"])
+
+
+def test_dilution_names_the_character_whose_keys_fill_the_memory():
+    """A character given a large key in the last layer in every dimension carries most of the
+    haystack's weight in the read, and the key line's share falls with the length."""
+    chars = sorted(set(DILUTION_TEXT + "".join(task.CHARS)))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    params, cfg = closed_first_layer_model(chars)
+    before = ev.dilution(params, cfg, DILUTION_TEXT, stoi, n_prompts=2, length=400, haystack=DILUTION_TEXT)
+    assert all(h["top_char"] != "z" for h in before)
+    params["h.0.wo"][:] = 0.0                                  # the last layer reads the embeddings alone
+    params["h.0.w2"][:] = 0.0
+    z = params["wte"][stoi["z"]] / np.linalg.norm(params["wte"][stoi["z"]])
+    others = [i for ch, i in stoi.items() if ch != "z"]
+    params["wte"][others] -= np.outer(params["wte"][others] @ z, z)  # no other character points along z
+    params["h.1.wk"] += 20 * np.outer(z, np.ones(cfg.d_model))       # ... so only z's keys grow, by about 20 * 4
+    after = ev.dilution(params, cfg, DILUTION_TEXT, stoi, n_prompts=2, length=400, haystack=DILUTION_TEXT)
+    for h in after:
+        assert h["top_char"] == "z" and h["top_share"] > 0.5, after
+    line = ev.describe_dilution(after, lengths=(1000, 1000000))[0]
+    share = [float(x.split(" at ")[0]) for x in line.split("share ")[1].split(";")[0].split(", ")]
+    assert share[0] > share[1] and "'z' carries" in line
+
+
 def test_memory_penalty_leaves_none_alone():
     cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=1, n_head=2, d_model=8, segment_len=16, memory="none")
     params = infini.init_params(cfg, seed=3, dtype=np.float64)
@@ -404,6 +449,16 @@ def test_tiny_run_writes_results(tmp_path, capsys):
     assert (tmp_path / "delta" / "ckpt.npz").exists()
     printed = capsys.readouterr().out
     assert "| memory | 300 | 700 |" in printed and "| delta |" in printed
+    assert len(out["dilution"]) == 2 and "key line's share" in printed   # the tiny model's 2 heads
+
+
+def test_tune_key_penalty_acts_in_the_tune_phase_only(tmp_path, monkeypatch):
+    made = []
+    real = pm.memory_penalty
+    monkeypatch.setattr(pm, "memory_penalty", lambda *a, **k: made.append(a[:3]) or real(*a, **k))
+    assert pk.main(tiny_settings(tmp_path, memory="linear", key_penalty=0.03, tune_key_penalty=0.7,
+                                 query_penalty=0.05)) == 0
+    assert made == [(0.03, 8.0), (0.7, 8.0, 0.05)]                   # the main phase's, then the tune phase's
 
 
 def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
