@@ -185,8 +185,10 @@ def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0, hayst
 def dilution(params, cfg, text, stoi=STOI, n_prompts=10, length=1452, seed=0, chunk=8192, haystack=None):
     """What the haystack does to the answer's read in the last layer, head by head.
 
-    The read is sigma(q) M / sigma(q) z, a weighted average of every value written; each
-    character t before the answer's segment weighs sigma(q) . sigma(k_t). For the queries that
+    The read is sigma(q) M / sigma(q) z; under the linear rule it is a weighted average of
+    every value written, where each character t before the answer's segment weighs
+    sigma(q) . sigma(k_t) (under the delta rule that is its part of the normaliser sigma(q) z,
+    which grows the same way). For the queries that
     read the answer (the prompt's last character and the answer's, averaged over n_prompts
     prompts of `length` characters with the key line at the start), this measures the key
     line's weight and the haystack's weight per character (over `text`, in chunks), so that
