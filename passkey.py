@@ -116,7 +116,6 @@ key_last = 0.3             # from step curriculum_iters on, this fraction of the
 key_penalty = 0.02         # key_penalty * mean(relu(k + key_margin)) over each layer's keys joins the loss (0: off)
 key_margin = 8.0           # the key penalty pushes keys below -key_margin, where sigma(k) = e^k is tiny
 tune_key_penalty = 0.02    # the key penalty's strength in the tune phase (the plays need more: docs/passkey.md)
-tune_balance_keys = False  # tune phase: every character of a batch counts the same in the key penalty, however rare
 query_penalty = 0.02       # the tune phase adds query_penalty * mean(relu(q + query_margin)) over the queries
 query_margin = 8.0         # the query penalty pushes queries below -query_margin
 # the tune phase: after max_iters, a fresh optimiser (delta trains this phase alone, from linear)
@@ -328,10 +327,9 @@ def train_model(c, mode, folder, task):
         print(f"[{mode}] {ckpt_path} finished its {step} steps: evaluating it")
         return params, cfg, {"train_len": train_len(c), "step": step}
     prefill, filler = {}, None                                            # far_fill's memory (far_memory)
-    key_weights = {}                                                      # tune_balance_keys' (character_weights)
     train_attention = passkey_memory.memory_penalty(c["key_penalty"], c["key_margin"])
     tune_attention = passkey_memory.memory_penalty(c["tune_key_penalty"], c["key_margin"], c["query_penalty"],
-                                                   c["query_margin"], prefill=prefill, key_weights=key_weights)
+                                                   c["query_margin"], prefill=prefill)
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)
     with bar:
@@ -354,8 +352,6 @@ def train_model(c, mode, folder, task):
                 if filler is None or step % passkey_memory.FILL_EVERY == 0:
                     filler = passkey_memory.filler_memory(params, cfg, task.train, rng, task.stoi)
                 prefill.update(passkey_memory.far_memory(*filler, rng, len(idx), c["far_fill"], mode))
-            if tuning and c["tune_balance_keys"]:
-                key_weights["w"] = passkey_memory.character_weights(xp.asarray(idx))
             loss, grads, logits = infini.loss_and_grads(params, xp.asarray(idx), xp.asarray(targets), cfg,
                                                         tune_attention if tuning else train_attention,
                                                         weights=xp.asarray(weights), return_logits=True)

@@ -28,7 +28,7 @@ FILL_EVERY = 20      # the tune phase measures the filler's memory (filler_memor
 # penalties on the keys and queries of the open heads
 
 
-def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0, prefill=None, key_weights=None):
+def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.0, prefill=None):
     """The Infini-attention layer with penalties on its memory's keys and queries, as an attention pair.
 
     Adds key_strength * mean(relu(k + key_margin)) over the keys k = h @ wk of each layer to
@@ -49,8 +49,6 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
     them, once per filler repeat. The query penalty pushes every such dimension below -margin.
     prefill: a dict layer -> (M, z), the memory each prompt starts from (far_memory; passkey.py
     fills it anew for every batch); a layer not in it starts empty.
-    key_weights: a dict whose "w" (B,T) weighs each position's keys in the key penalty's mean
-    (character_weights; passkey.py fills it anew for every batch); empty: every position 1.
     """
     def forward(h, p, l, cfg):
         out, cache = infini.attention_forward(h, p, l, cfg, None if prefill is None else prefill.get(l))
@@ -64,29 +62,17 @@ def memory_penalty(key_strength, key_margin, query_strength=0.0, query_margin=0.
         if open_heads is None or not bool(open_heads.any()):              # memory "none", or every head closed
             return dh, dwq, dwk, dwv, dwo, dbeta
         columns = infini.get_array_module(dout).repeat(open_heads, cfg.head_size)  # (C,): the open heads' columns
-        w = None if not key_weights else key_weights["w"][:, :, None]     # (B,T,1)
-        dh_k, dwk_pen = penalty_backward(cache["k"], cache["c_k"], key_strength, key_margin, columns, w)
+        dh_k, dwk_pen = penalty_backward(cache["k"], cache["c_k"], key_strength, key_margin, columns)
         dh_q, dwq_pen = penalty_backward(cache["q"], cache["c_q"], query_strength, query_margin, columns)
         return dh + dh_k + dh_q, dwq + dwq_pen, dwk + dwk_pen, dwv, dwo, dbeta
 
-    def penalty_backward(a, c_matmul, strength, margin, columns, w=None):
-        # d/d(h, w) of strength * mean(w * relu(a + margin)), a = h @ w (B,T,C): the matmul's backward of its step
+    def penalty_backward(a, c_matmul, strength, margin, columns):
+        # d/d(h, w) of strength * mean(relu(a + margin)), a = h @ w (B,T,C): the matmul's backward of its step
         if strength <= 0:
             return 0.0, 0.0
-        step = ((a > -margin) & columns).astype(a.dtype) * (strength / a.size)
-        return infini.matmul_backward(step if w is None else step * w, c_matmul)
+        step = (a > -margin) & columns
+        return infini.matmul_backward(step.astype(a.dtype) * (strength / a.size), c_matmul)
     return forward, backward
-
-
-def character_weights(idx, dtype=np.float32):
-    """(B,T) weights that make every character of the batch count the same in the key penalty,
-    however often it occurs: w = 1 / (its count * the number of distinct characters) * B*T, so
-    that they average 1. A plain mean lets a rare letter escape: q is 0.06% of the plays, so
-    its keys get 0.06% of the penalty's push, and on the plays it is q whose keys fill the
-    memory (passkey_eval.dilution; docs/passkey.md)."""
-    xp = infini.get_array_module(idx)
-    counts = xp.bincount(idx.ravel())
-    return (idx.size / (int((counts > 0).sum()) * counts[idx])).astype(dtype)
 
 
 # -----------------------------------------------------------------------------

@@ -45,7 +45,6 @@ key_last = 0.3
 key_penalty = 0.02
 key_margin = 8.0
 tune_key_penalty = 0.02
-tune_balance_keys = False
 query_penalty = 0.02
 query_margin = 8.0
 

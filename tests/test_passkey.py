@@ -264,11 +264,9 @@ def test_weighted_loss_gradient():
         assert abs((up - down) / (2 * h) - grads[name][i]) < 1e-6 * max(1.0, abs(grads[name][i]))
 
 
-@pytest.mark.parametrize("balanced", [False, True])
-def test_memory_penalty_gradient(balanced):
-    """The penalties' gradient is that of loss + ks * mean(w * relu(k + km)) + qs * mean(relu(q + qm)) per
-    layer; the mean counts the heads whose memory is open (and divides by every key of the layer);
-    w = 1 everywhere, or character_weights (every character of the batch alike)."""
+def test_memory_penalty_gradient():
+    """The penalties' gradient is that of loss + ks * mean(relu(k + km)) + qs * mean(relu(q + qm)) per layer;
+    the mean counts the heads whose memory is open (and divides by every key of the layer)."""
     cfg = infini.Config(vocab_size=task.VOCAB_SIZE, n_layer=2, n_head=2, d_model=8, segment_len=16, memory="delta")
     params = infini.init_params(cfg, seed=2, dtype=np.float64)
     for l in range(2):
@@ -278,10 +276,7 @@ def test_memory_penalty_gradient(balanced):
     params["h.1.beta"][1] = pm.CLOSED_GATE                                 #   second head: no penalty there
     idx, targets, weights = task.make_batch(np.random.default_rng(2), 2, 0, 1.0, 0.1)
     ks, km, qs, qm = 0.5, 0.3, 0.7, 0.2
-    w = pm.character_weights(idx, np.float64) if balanced else np.ones(idx.shape)
-    att = pm.memory_penalty(ks, km, qs, qm, key_weights={"w": w} if balanced else None)
-    if balanced:                                                           # each character's weights sum alike
-        assert np.isclose(w.mean(), 1) and len({round(w[idx == i].sum(), 9) for i in np.unique(idx)}) == 1
+    att = pm.memory_penalty(ks, km, qs, qm)
 
     def total(p):
         loss = weighted_loss_and_grads(p, idx, targets, weights, cfg)[0]
@@ -289,7 +284,7 @@ def test_memory_penalty_gradient(balanced):
         for l in range(cfg.n_layer):                                       # the keys and queries, recomputed
             h, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm1"])
             open_columns = np.repeat(p[f"h.{l}.beta"] > pm.CLOSED_GATE / 2, cfg.head_size)
-            loss += ks * (np.maximum(h @ p[f"h.{l}.wk"] + km, 0) * open_columns * w[:, :, None]).mean()
+            loss += ks * (np.maximum(h @ p[f"h.{l}.wk"] + km, 0) * open_columns).mean()
             loss += qs * (np.maximum(h @ p[f"h.{l}.wq"] + qm, 0) * open_columns).mean()
             x = x + infini.attention_forward(h, p, l, cfg)[0]
             h2, _ = infini.rmsnorm_forward(x, p[f"h.{l}.norm2"])
@@ -464,14 +459,6 @@ def test_tune_key_penalty_acts_in_the_tune_phase_only(tmp_path, monkeypatch):
     assert pk.main(tiny_settings(tmp_path, memory="linear", key_penalty=0.03, tune_key_penalty=0.7,
                                  query_penalty=0.05)) == 0
     assert made == [(0.03, 8.0), (0.7, 8.0, 0.05)]                   # the main phase's, then the tune phase's
-
-
-def test_balanced_keys_weigh_the_tune_phase_only(tmp_path, monkeypatch):
-    steps = []
-    real = pm.character_weights
-    monkeypatch.setattr(pm, "character_weights", lambda idx: steps.append(idx.shape) or real(idx))
-    assert pk.main(tiny_settings(tmp_path, memory="linear", tune_balance_keys=True)) == 0
-    assert len(steps) == 2                                             # TINY: 2 main steps, then 2 tune steps
 
 
 def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
