@@ -38,7 +38,9 @@ Why each part of the recipe is there (docs/passkey_runs.md has the runs behind e
 - 4-digit keys and key lines right before the question after the curriculum (short_keys,
   key_last): the cases only local attention can answer, copying a key in the question's segment;
 - a key penalty (key_penalty): filler keys pushed below -8 write almost nothing into the
-  memory, so the key's share of the read holds as the filler grows;
+  memory, so the key's share of the read holds as the filler grows (on the plays a stronger
+  one in the tune phase, tune_key_penalty, reads 1M characters better; passkey_eval.dilution
+  measures the share);
 - a query penalty in the tune phase (query_penalty): the answer's queries stop reading the
   few large keys that filler characters keep;
 - the penalties on open heads only: on the closed first layer they would saturate its
