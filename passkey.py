@@ -38,9 +38,8 @@ Why each part of the recipe is there (docs/passkey_runs.md has the runs behind e
 - 4-digit keys and key lines right before the question after the curriculum (short_keys,
   key_last): the cases only local attention can answer, copying a key in the question's segment;
 - a key penalty (key_penalty): filler keys pushed below -8 write almost nothing into the
-  memory, so the key's share of the read holds as the filler grows (on the plays a stronger
-  one in the tune phase, tune_key_penalty, reads 1M characters better; passkey_eval.dilution
-  measures the share);
+  memory, so the key's share of the read holds as the filler grows (passkey_eval.dilution
+  measures the share; on the plays a model trained without it reads 1M characters better);
 - a query penalty in the tune phase (query_penalty): the answer's queries stop reading the
   few large keys that filler characters keep;
 - the penalties on open heads only: on the closed first layer they would saturate its
@@ -117,7 +116,6 @@ key_last = 0.3             # from step curriculum_iters on, this fraction of the
 # penalties on the memory's keys and queries, the open heads' only (passkey_memory.memory_penalty)
 key_penalty = 0.02         # key_penalty * mean(relu(k + key_margin)) over each layer's keys joins the loss (0: off)
 key_margin = 8.0           # the key penalty pushes keys below -key_margin, where sigma(k) = e^k is tiny
-tune_key_penalty = 0.02    # the key penalty's strength in the tune phase (the plays need more: docs/passkey.md)
 query_penalty = 0.02       # the tune phase adds query_penalty * mean(relu(q + query_margin)) over the queries
 query_margin = 8.0         # the query penalty pushes queries below -query_margin
 # the tune phase: after max_iters, a fresh optimiser (delta trains this phase alone, from linear)
@@ -155,8 +153,8 @@ def validate(c):
             raise ValueError(f"--{key} must be at least 1, got {c[key]}")
     for key in ("max_iters", "learning_rate", "min_lr", "warmup_iters", "weight_decay", "grad_clip",
                 "beta_lr_mult", "n_start", "n_end", "curriculum_iters", "long_iters", "n_long", "answer_weight",
-                "lm_weight", "key_penalty", "key_margin", "tune_key_penalty", "tune_iters", "tune_lr", "tune_min_lr",
-                "query_penalty", "query_margin", "seed", "shift_max", "far_fill"):
+                "lm_weight", "key_penalty", "key_margin", "tune_iters", "tune_lr", "tune_min_lr", "query_penalty",
+                "query_margin", "seed", "shift_max", "far_fill"):
         if c[key] < 0:
             raise ValueError(f"--{key} must not be negative, got {c[key]}")
     if c["answer_weight"] == 0:
@@ -330,7 +328,7 @@ def train_model(c, mode, folder, task):
         return params, cfg, {"train_len": train_len(c), "step": step}
     prefill, filler = {}, None                                            # far_fill's memory (far_memory)
     train_attention = passkey_memory.memory_penalty(c["key_penalty"], c["key_margin"])
-    tune_attention = passkey_memory.memory_penalty(c["tune_key_penalty"], c["key_margin"], c["query_penalty"],
+    tune_attention = passkey_memory.memory_penalty(c["key_penalty"], c["key_margin"], c["query_penalty"],
                                                    c["query_margin"], prefill=prefill)
     losses, accs = [], []
     bar = tqdm(total=total_iters(c), initial=step, desc=f"train {mode}", unit="step", dynamic_ncols=True)

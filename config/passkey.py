@@ -44,7 +44,6 @@ key_last = 0.3
 # sparse writes into the memory, and sparse reads in the tune phase
 key_penalty = 0.02
 key_margin = 8.0
-tune_key_penalty = 0.02
 query_penalty = 0.02
 query_margin = 8.0
 

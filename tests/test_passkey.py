@@ -452,14 +452,6 @@ def test_tiny_run_writes_results(tmp_path, capsys):
     assert len(out["dilution"]) == 2 and "key line's share" in printed   # the tiny model's 2 heads
 
 
-def test_tune_key_penalty_acts_in_the_tune_phase_only(tmp_path, monkeypatch):
-    made = []
-    real = pm.memory_penalty
-    monkeypatch.setattr(pm, "memory_penalty", lambda *a, **k: made.append(a[:3]) or real(*a, **k))
-    assert pk.main(tiny_settings(tmp_path, memory="linear", key_penalty=0.03, tune_key_penalty=0.7,
-                                 query_penalty=0.05)) == 0
-    assert made == [(0.03, 8.0), (0.7, 8.0, 0.05)]                   # the main phase's, then the tune phase's
-
 
 def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
     """--device=cuda on the strict CuPy stand-in (tests/fakecupy.py): training, the tune phase,
