@@ -463,7 +463,8 @@ def run_mode(c, mode, task):
     if "dilution" in out:
         print(f"[{name}] the answer's read in the last layer: the key line's share of its weights "
               f"(passkey_eval.dilution), and the haystack character that weighs most:")
-        print("\n".join("  " + line for line in passkey_eval.describe_dilution(out["dilution"], sorted({max(lengths), 1000000}))))
+        shares = passkey_eval.describe_dilution(out["dilution"], sorted({max(lengths), 1000000}))
+        print("\n".join("  " + line for line in shares))
     print(f"[{name}] answer characters predicted right (teacher-forced, training-length prompts), by where "
           f"the character read sits in its segment: {passkey_eval.describe_offsets(offsets)}")
     print(f"[{name}] streamed {total:,} characters in {seconds:.0f} s ({total / seconds:,.0f} chars/s, "
