@@ -188,19 +188,22 @@ def dilution(params, cfg, text, stoi=STOI, n_prompts=10, length=1452, seed=0, ch
     The read is sigma(q) M / sigma(q) z; under the linear rule it is a weighted average of
     every value written, where each character t before the answer's segment weighs
     sigma(q) . sigma(k_t) (under the delta rule that is its part of the normaliser sigma(q) z,
-    which grows the same way). For the queries that
-    read the answer (the prompt's last character and the answer's, averaged over n_prompts
-    prompts of `length` characters with the key line at the start), this measures the key
-    line's weight and the haystack's weight per character (over `text`, in chunks), so that
-    the key line's share of the weights at L characters is key / (key + L * per_char); and
-    which character of the haystack carries most of its weight. The keys of the last layer
-    are exact when every earlier layer's memory is closed (passkey.py's recipe: they depend
-    on the local text only); otherwise, reading `text` in chunks without the memory, they
-    are an estimate. haystack: the text the prompts' filler is cut from (None: the filler line).
+    which grows the same way). For the queries that read the answer (the prompt's last
+    character and the answer's, averaged over n_prompts prompts of `length` characters with
+    the key line at the start), this measures the key line's weight and the haystack's weight
+    per character (over `text`, in chunks of whole segments), so that the key line's share of
+    the weights at L characters is key / (key + L * per_char); and which character of the
+    haystack carries most of its weight. The share measures the dilution, not the answer: a
+    model whose every character writes can still read a key whose share is under 0.001, if
+    its value stands out (docs/passkey.md, "A real haystack"). The keys of the last layer are
+    exact when every earlier layer's memory is closed (passkey.py's recipe: they depend on the
+    local text only); otherwise, reading `text` in chunks without the memory, they are an
+    estimate. haystack: the text the prompts' filler is cut from (None: the filler line).
     -> [{"key": float, "per_char": float, "top_char": str, "top_share": float}] per head.
     """
     xp = infini.get_array_module(params["wte"])
     H, D, last = cfg.n_head, cfg.head_size, cfg.n_layer - 1
+    chunk = max(1, chunk // cfg.segment_len) * cfg.segment_len             # whole segments, as in one pass
     seen = {}
 
     def forward(h, p, l, c):
