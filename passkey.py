@@ -17,7 +17,7 @@ optimiser; delta trains the tune phase alone, from the trained linear model.
     python passkey.py --filler=plays        # the shipped haystack models: keys hidden in held-out plays
     python passkey.py --train --filler=plays --memory=linear --key_penalty=0 --seed=1339   # 65 min;
                                             #   then --memory=delta --seed=1339
-    python passkey.py --train --filler=plays --max_keys=4 --memory=linear   # multi-key; then delta
+    python passkey.py --train config/multikey.py --memory=linear   # multi-key, from haystack-linear; then delta
 
 Settings are the plain variables below (config/passkey.py repeats the recipe); override them
 with a config file and --key=value (configurator.py). Outputs go to out_dir/<memory>/:
@@ -82,6 +82,8 @@ memory = "all"             # "none", "linear", "delta", or "all": the three in t
 init_from = "shipped"      # "shipped" (evaluate passkey_ckpt/<memory>.npz), "scratch", "resume" (ckpt.npz, to its end)
 train = False              # --train is short for --init_from=scratch (reproduce the shipped models)
 overwrite = False          # True: --train may replace the checkpoints already in out_dir/<memory>/
+init_weights = ""          # --train (none, linear): start from this model's weights (a .npz of the same settings and
+                           #   vocabulary) instead of fresh ones; "": fresh. The multi-key recipe starts from haystack-*
 device = "auto"            # "auto" (a GPU if CuPy finds one), "cpu" or "cuda"; the README's timings are the CPU's
 # the haystack
 filler = "template"        # "template": SPEC's filler line repeated; "plays": real text (passkey_task.py), cut from
@@ -177,6 +179,8 @@ def validate(c):
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"--{key} must be one of {', '.join(allowed)}; got {c[key]!r}")
+    if c["init_weights"] and not os.path.isfile(c["init_weights"]):
+        raise ValueError(f"--init_weights: no file {c['init_weights']}")
     if c["max_keys"] > 1 and c["filler"] != "plays":
         raise ValueError("--max_keys above 1 needs --filler=plays (the names need the plays' vocabulary)")
     ks = parse_list(c["eval_keys"], int, "eval_keys")
@@ -231,7 +235,14 @@ def model_config(c, mode, task=None):
 
 
 def init_model(c, mode, task):
-    """Fresh weights, with the gates shut (CLOSED_GATE) in every layer before the last memory_layers."""
+    """Fresh weights, with the gates shut (CLOSED_GATE) in every layer before the last memory_layers;
+    or, with init_weights, a trained model's (of the same settings and vocabulary), to train on."""
+    if c["init_weights"]:
+        params, cfg, _ = load_model(c["init_weights"], task=task)
+        if vars(cfg) != vars(model_config(c, mode, task)):
+            raise checkpoint.CheckpointError(f"--init_weights: {c['init_weights']} is not a {mode} model of these "
+                                             f"settings ({cfg})")
+        return params
     params = infini.init_params(model_config(c, mode, task), seed=c["seed"])
     for l in range(c["n_layer"] - c["memory_layers"]):
         if f"h.{l}.beta" in params:                                        # (none has no gates)

@@ -4,7 +4,7 @@
 # passkey.py's docstring says why each part is there; docs/passkey_runs.md has the runs.
 
 # the haystack: the filler line of SPEC.md (--filler=plays: real text, the haystack-<memory> models;
-# --max_keys=4 with it: multi-key retrieval, the multikey-<memory> models)
+# config/multikey.py: multi-key retrieval, the multikey-<memory> models)
 filler = "template"
 template_frac = 0.25
 data_dir = "data/shakespeare_char"

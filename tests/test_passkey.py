@@ -565,6 +565,30 @@ def test_delta_starts_from_the_linear_model(tmp_path, monkeypatch):
     assert pk.checkpoint.load_checkpoint(str(tmp_path / "delta" / "ckpt.npz"))[2]["step"] == 4
 
 
+def test_init_weights_starts_training_from_a_trained_model(tmp_path, monkeypatch, capsys):
+    """--init_weights: the main phase starts from that model's weights; another shape is a one-line error."""
+    assert pk.main(tiny_settings(tmp_path / "a", memory="linear", eval_lengths="300")) == 0
+    first = str(tmp_path / "a" / "linear" / "model.npz")
+    trained, _, _ = pk.load_model(first)
+    loss_and_grads, seen = infini.loss_and_grads, []
+
+    def record(params, idx, targets, cfg, attention, **kwargs):
+        seen.append({k: v.copy() for k, v in params.items()})
+        return loss_and_grads(params, idx, targets, cfg, attention, **kwargs)
+    monkeypatch.setattr(infini, "loss_and_grads", record)
+    assert pk.main(tiny_settings(tmp_path / "b", memory="linear", eval_lengths="300", init_weights=first)) == 0
+    assert all(np.array_equal(seen[0][k], trained[k]) for k in trained)
+    fresh = pk.init_model(tiny_settings(tmp_path, memory="linear"), "linear", pk.Task(task.CHARS))
+    assert not all(np.array_equal(fresh[k], trained[k]) for k in trained)  # not what a fresh start gives
+    capsys.readouterr()
+    assert pk.main(tiny_settings(tmp_path / "c", memory="none", eval_lengths="300", init_weights=first)) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --init_weights") and "not a none model" in err and "\n" not in err
+    r = run("--train", "--init_weights=nothing.npz")
+    assert r.returncode == 2 and "--init_weights: no file nothing.npz" in r.stderr
+    assert r.stderr.strip().count("\n") == 0
+
+
 def test_delta_needs_the_linear_model(tmp_path, capsys):
     assert pk.main(tiny_settings(tmp_path)) == 1
     err = capsys.readouterr().err.strip()
@@ -613,10 +637,23 @@ def test_every_setting_has_its_own_comment():
 def test_the_recipe_file_is_the_defaults():
     """config/passkey.py is the shipped recipe: every training setting, at passkey.py's default."""
     recipe = configurator.read_config_file(str(ROOT / "config" / "passkey.py"), pk.DEFAULTS)
-    run_only = {"out_dir", "memory", "init_from", "train", "overwrite", "device", "eval_lengths", "eval_depths",
-                "eval_samples", "eval_batch_size", "eval_keys"}
+    run_only = {"out_dir", "memory", "init_from", "init_weights", "train", "overwrite", "device", "eval_lengths",
+                "eval_depths", "eval_samples", "eval_batch_size", "eval_keys"}
     assert set(recipe) == set(pk.DEFAULTS) - run_only
     assert all(pk.DEFAULTS[k] == v and type(pk.DEFAULTS[k]) is type(v) for k, v in recipe.items()), recipe
+
+
+def test_the_multikey_recipe_starts_from_the_shipped_haystack_models(monkeypatch):
+    """config/multikey.py is valid, and each model it starts from loads into the model it trains."""
+    monkeypatch.chdir(ROOT)
+    c = dict(pk.DEFAULTS, **configurator.read_config_file(str(ROOT / "config" / "multikey.py"), pk.DEFAULTS))
+    pk.validate(c)
+    assert c["max_keys"] > 1 and c["filler"] == "plays"
+    for mode in ("linear", "none"):
+        path = str(ROOT / "passkey_ckpt" / f"haystack-{mode}.npz")
+        shipped, _, meta = pk.load_model(path)
+        params = pk.init_model(dict(c, init_weights=path), mode, pk.Task(meta["tokenizer"]["itos"]))
+        assert set(params) == set(shipped) and all(np.array_equal(params[k], shipped[k]) for k in shipped)
 
 
 def test_no_script_imports_passkey():
@@ -680,6 +717,19 @@ def test_shipped_haystack_models_read_the_plays_vocabulary_and_find_keys(name):
         assert res[0.0]["exact"] == 0, res
     else:
         assert np.mean([r["exact"] for r in res.values()]) >= 60, res
+
+
+def test_shipped_multikey_models_find_one_named_key_at_their_training_length():
+    """On the filler line (no prepared plays needed): linear and delta find one named key, none
+    (which reads the question's segment only) rarely; two keys are not told apart (README)."""
+    found = {}
+    for mode in ("linear", "delta", "none"):
+        params, cfg, meta = pk.load_model(str(ROOT / "passkey_ckpt" / f"multikey-{mode}.npz"))
+        n = meta["train_len"]
+        assert meta["config"]["max_keys"] == 4 and cfg.memory == mode
+        found[mode] = ev.evaluate_multikey(params, cfg, [1], [n], 10, seed=0, chars=meta["tokenizer"]["itos"])[1][n]
+    assert found["linear"]["exact"] >= 60 and found["delta"]["exact"] >= 60, found
+    assert found["none"]["exact"] <= 30, found
 
 
 @pytest.mark.skipif(not (ROOT / "passkey_ckpt" / "delta.npz").exists(), reason="no shipped delta model")
