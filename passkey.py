@@ -504,13 +504,30 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
            "max_keys": c["max_keys"], "prompts_per_cell": n, "lengths": lengths,
            "multikey": {str(k): {str(length): res[k][length]["exact"] for length in lengths} for k in ks},
            "samples": {str(k): {str(length): res[k][length]["samples"] for length in lengths} for k in ks},
+           **{f"{part}_digits": {str(k): {str(length): res[k][length].get(f"{part}_digits") for length in lengths}
+                                 for k in ks} for part in ("asked", "other")},
            "eval_seconds": round(time.time() - t0, 1)}
+    if mode != "none":                                                     # does the name steer the read?
+        out["read"] = passkey_eval.multikey_read(params, cfg, task.stoi, task.val, seed=c["seed"])
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
     print(f"[multikey-{mode}] exact match % by key lines (rows) and length (columns), {n} prompts each, "
           f"in the held-out plays (trained on 1..{c['max_keys']} key lines):")
     print(passkey_eval.multikey_table(out["multikey"], lengths))
+    if any(k > 1 for k in ks):
+        print(f"[multikey-{mode}] the answers' digits, % equal to the asked key's at their place (another line's "
+              f"key's): a read that mixes two keys gets about half of each")
+        print(passkey_eval.multikey_table({k: {n: None if v is None else f"{v:.0f} ({out['other_digits'][k][n]:.0f})"
+                                               for n, v in row.items()}
+                                           for k, row in out["asked_digits"].items() if k != "1"}, lengths))
+    if "read" in out:
+        r = out["read"]
+        print(f"[multikey-{mode}] the answer's read in the last layer, two key lines segments back "
+              f"(passkey_eval.multikey_read): the asked line's weight and the other's; the asked line's shares "
+              f"on its shared words / name / digits:")
+        print("\n".join(f"  head {h}: {r['asked'][h]:.4g} and {r['other'][h]:.4g}; {r['shared'][h]:.0%} / "
+                        f"{r['name'][h]:.0%} / {r['digits'][h]:.0%}" for h in range(len(r["asked"]))))
     print(f"[multikey-{mode}] outputs in {folder}/: results.json")
     return out
 

@@ -9,12 +9,14 @@ depth; offset_accuracy() scores the answer's characters teacher forced, by where
 character read sits in its segment. table() and heatmap() report the results.
 """
 import itertools
+import re
 
 import numpy as np
 
 import infini
-from passkey_task import (CHARS, KEY_LINE, KEY_MAX, KEY_MIN, STOI, answer_mask, decode, digit_accuracy, encode,
-                          is_correct, make_batch, multikey_prompt, prompt_counts, prompt_length, prompt_pieces)
+from passkey_task import (CHARS, KEY_LINE, KEY_MAX, KEY_MIN, NAMED_KEY_LINE, NAMES, STOI, answer_mask, decode,
+                          digit_accuracy, digit_sources, encode, is_correct, make_batch, multikey_prompt, prompt_counts,
+                          prompt_length, prompt_pieces)
 
 # -----------------------------------------------------------------------------
 # evaluation through the streaming state: bounded memory at any length
@@ -116,7 +118,9 @@ def evaluate_multikey(params, cfg, ks, lengths, n_prompts, seed=0, batch_size=32
     Each (k, length) gets n_prompts prompts (passkey_task.multikey_prompt: k named key lines at
     random depths, the question for one of them), drawn from seed, k and the length, each
     exactly `length` characters long, so that a batch streams together. A cell whose k lines do not fit in the length is None.
-    Returns {k: {length: {"exact": % or None, "samples": [...]}}}.
+    Returns {k: {length: {"exact": % or None, "samples": [...], "asked_digits": %, "other_digits": %}}}:
+    the answers' digits equal to the asked key's at their place, and to another line's key's
+    (passkey_task.digit_sources).
     """
     results = {}
     for k in ks:
@@ -127,24 +131,29 @@ def evaluate_multikey(params, cfg, ks, lengths, n_prompts, seed=0, batch_size=32
             for _ in range(n_prompts):
                 start = int(rng.integers(len(haystack))) if haystack else 0
                 try:
-                    pieces, _, key, _, _ = multikey_prompt(rng, length, k, haystack, start)
+                    pieces, _, key, _, keys = multikey_prompt(rng, length, k, haystack, start)
                 except ValueError:                                         # k lines longer than the prompt
                     break
-                jobs.append((pieces, key))
+                others = list(keys)
+                others.remove(key)                                          # the other lines' keys
+                jobs.append((pieces, key, others))
             if len(jobs) < n_prompts:
                 results[k][length] = {"exact": None, "samples": []}
                 continue
-            hits, samples = [], []
+            hits, samples, sources = [], [], np.zeros(3)
             for b0 in range(0, n_prompts, batch_size):
                 batch = jobs[b0:b0 + batch_size]
-                prompts = [pieces for pieces, _ in batch]
-                for (_, key), text in zip(batch, generate_batch(params, cfg, prompts, chunk, chars=chars)):
+                prompts = [pieces for pieces, _, _ in batch]
+                for (_, key, others), text in zip(batch, generate_batch(params, cfg, prompts, chunk, chars=chars)):
                     hits.append(is_correct(text, key))
+                    sources += digit_sources(text, key, others)
                     if len(samples) < 3:
                         samples.append(f"{key} -> {text!r}")
                 if progress is not None:
                     progress(len(batch) * (length + MAX_NEW))
-            results[k][length] = {"exact": 100.0 * float(np.mean(hits)), "samples": samples}
+            digits = max(sources[0], 1)
+            results[k][length] = {"exact": 100.0 * float(np.mean(hits)), "samples": samples,
+                                  "asked_digits": 100.0 * sources[1] / digits, "other_digits": 100.0 * sources[2] / digits}
     return results
 
 
@@ -182,6 +191,61 @@ def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0, hayst
 
 
 
+def last_layer_sigma(params, cfg, stoi):
+    """text -> sigma(q), sigma(k) of the last layer, (T,H,D) each, from one forward pass."""
+    xp = infini.get_array_module(params["wte"])
+    H, D, last = cfg.n_head, cfg.head_size, cfg.n_layer - 1
+    seen = {}
+
+    def forward(h, p, l, c):
+        out, cache = infini.attention_forward(h, p, l, c)
+        if l == last:
+            seen["q"], seen["k"] = cache["q"], cache["k"]
+        return out, cache
+
+    def sigma_qk(s):
+        infini.model_forward(params, xp.asarray(encode(s, stoi))[None], cfg, (forward, None))
+        return [infini.to_numpy(infini.sigma_forward(seen[n][0].reshape(-1, H, D))[0]) for n in ("q", "k")]
+    return sigma_qk
+
+
+def multikey_read(params, cfg, stoi, haystack=None, n_prompts=30, length=None, seed=0):
+    """Where the answer's memory read weighs in prompts of two named key lines, head by head:
+    each line's weight sigma(q) . sigma(k_t) summed over its characters (the queries reading the
+    answer, averaged), the asked line's and the other's, and the asked line's weight split into
+    its parts: the words every line shares, the name, the digits. Only prompts whose two lines
+    lie segments before the question's, where the memory alone reads them (length: by default
+    3,000 characters, or 4 segments if longer, so that most prompts qualify).
+    -> {"asked": [H], "other": [H], "shared": [H], "name": [H], "digits": [H]} (the parts as shares)."""
+    sigma_qk, rng = last_layer_sigma(params, cfg, stoi), np.random.default_rng(seed)
+    length = length or max(3000, 4 * cfg.segment_len)
+    sums = {w: np.zeros(cfg.n_head) for w in ("asked", "other", "shared", "name", "digits")}
+    template = re.split(r"(\{name\}|\{key\})", NAMED_KEY_LINE)          # the shared words and the slots
+    done = 0
+    while done < n_prompts:
+        start = int(rng.integers(len(haystack))) if haystack else 0
+        pieces, answer, asked, _, keys = multikey_prompt(rng, length, 2, haystack, start)
+        prompt = "".join(pieces)
+        lines = [(key, name, prompt.index(NAMED_KEY_LINE.format(name=name, key=key))) for key in keys
+                 for name in NAMES if NAMED_KEY_LINE.format(name=name, key=key) in prompt]
+        if max(at + len(NAMED_KEY_LINE.format(name=name, key=key)) for key, name, at in lines) > \
+                (len(prompt) - 1) // cfg.segment_len * cfg.segment_len:
+            continue                                                       # a line the local attention reads
+        sq, sk = sigma_qk(prompt + answer)
+        q = sq[len(prompt) - 1:len(prompt) + len(answer) - 1].mean(axis=0)  # (H,D)
+        for key, name, at in lines:
+            for part in template:
+                text = {"{name}": name, "{key}": str(key)}.get(part, part)
+                w = (sk[at:at + len(text)] * q).sum(-1).sum(0)            # (H,)
+                sums["asked" if key == asked else "other"] += w
+                if key == asked:
+                    sums["name" if part == "{name}" else "digits" if part == "{key}" else "shared"] += w
+                at += len(text)
+        done += 1
+    total = sums["shared"] + sums["name"] + sums["digits"]
+    return {w: (v / (done if w in ("asked", "other") else total)).tolist() for w, v in sums.items()}
+
+
 def dilution(params, cfg, text, stoi=STOI, n_prompts=10, length=1452, seed=0, chunk=8192, haystack=None):
     """What the haystack does to the answer's read in the last layer, head by head.
 
@@ -201,21 +265,9 @@ def dilution(params, cfg, text, stoi=STOI, n_prompts=10, length=1452, seed=0, ch
     estimate. haystack: the text the prompts' filler is cut from (None: the filler line).
     -> [{"key": float, "per_char": float, "top_char": str, "top_share": float}] per head.
     """
-    xp = infini.get_array_module(params["wte"])
-    H, D, last = cfg.n_head, cfg.head_size, cfg.n_layer - 1
+    H = cfg.n_head
     chunk = max(1, chunk // cfg.segment_len) * cfg.segment_len             # whole segments, as in one pass
-    seen = {}
-
-    def forward(h, p, l, c):
-        out, cache = infini.attention_forward(h, p, l, c)
-        if l == last:
-            seen["q"], seen["k"] = cache["q"], cache["k"]
-        return out, cache
-
-    def sigma_qk(s):                                                       # sigma(q), sigma(k): (T,H,D) each
-        infini.model_forward(params, xp.asarray(encode(s, stoi))[None], cfg, (forward, None))
-        return [infini.to_numpy(infini.sigma_forward(seen[n][0].reshape(-1, H, D))[0]) for n in ("q", "k")]
-
+    sigma_qk = last_layer_sigma(params, cfg, stoi)
     rng = np.random.default_rng(seed)
     queries, key_parts = [], []
     for _ in range(n_prompts):
@@ -272,11 +324,12 @@ def table(rows, lengths):
 
 
 def multikey_table(res, lengths):
-    """Markdown table of multi-key exact match %: one row per number of key lines, one column
-    per length; '-' where the lines do not fit."""
+    """Markdown table of multi-key results (exact match %, or cells already written as text): one
+    row per number of key lines, one column per length; '-' where the lines do not fit."""
     lines = ["| key lines | " + " | ".join(f"{n:,}" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
     for k, row in res.items():
-        cells = ["-" if row[str(n)] is None else f"{row[str(n)]:.0f}" for n in lengths]
+        cells = ["-" if row[str(n)] is None else row[str(n)] if isinstance(row[str(n)], str) else f"{row[str(n)]:.0f}"
+                 for n in lengths]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -198,6 +198,17 @@ def digit_accuracy(text, key):
     return sum(a == b for a, b in zip(got, want)) / len(want)
 
 
+def digit_sources(text, key, others):
+    """Where the continuation's number takes its digits from, place by place (multi-key
+    retrieval): -> (digits, those equal to the asked key's digit there, those equal to some
+    other key's digit there). A read that mixes two keys scores about half on each."""
+    got = parse_answer(text)
+    got = "" if got is None else str(got)
+    asked = sum(i < len(str(key)) and str(key)[i] == ch for i, ch in enumerate(got))
+    other = sum(any(i < len(str(o)) and str(o)[i] == ch for o in others) for i, ch in enumerate(got))
+    return len(got), asked, other
+
+
 # -----------------------------------------------------------------------------
 # multi-key retrieval (RULER's multi-key needle): k key lines, each with its own name, and
 # the question asks for one of them

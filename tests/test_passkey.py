@@ -848,8 +848,34 @@ def test_the_multikey_scorer_counts_exact_answers(monkeypatch):
     res = ev.evaluate_multikey(None, None, [2, 32], [1500, 4000], 4, batch_size=2, haystack=VAL_TEXT)
     assert res[2][1500]["exact"] == res[2][4000]["exact"] == res[32][4000]["exact"] == 50.0
     assert res[32][1500]["exact"] is None and len(asked) == 12
+    right = sum(len(str(k)) for k in asked[:4])                         # the cell (2, 1500): its 4 answers
+    assert res[2][1500]["asked_digits"] == pytest.approx(100 * right / (right + 2))  # 2 with a "0" too many
     assert "| 32 | - | 50 |" in ev.multikey_table({str(k): {str(n): v["exact"] for n, v in r.items()}
                                                    for k, r in res.items()}, [1500, 4000])
+
+
+def test_digit_sources_say_which_key_each_digit_comes_from():
+    assert task.digit_sources(" 12345.", 12345, [67890]) == (5, 5, 0)
+    assert task.digit_sources(" 12890.", 12345, [67890]) == (5, 2, 3)   # a read that mixes the two keys
+    assert task.digit_sources(" 62340.", 12345, [67890, 2340]) == (5, 3, 2)
+    assert task.digit_sources(" 123456.", 12345, []) == (6, 5, 0)      # a digit too many matches nothing
+    assert task.digit_sources(" And me", 12345, [67890]) == (0, 0, 0)
+
+
+def test_multikey_read_splits_the_answers_weights_by_line_and_part(monkeypatch):
+    """With keys that are 1 on digits and 0 elsewhere and queries of ones, every weight is the
+    digits': each key line weighs its two copies of the key's digits, times D = 4, in each head."""
+    chars = task.haystack_chars(TRAIN_TEXT, VAL_TEXT)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+
+    def sigma_qk(text):
+        k = np.array([ch.isdigit() for ch in text], dtype=float)[:, None, None] * np.ones((1, 4, 4))
+        return np.ones((len(text), 4, 4)), k
+    monkeypatch.setattr(ev, "last_layer_sigma", lambda params, cfg, stoi: sigma_qk)
+    cfg = infini.Config(vocab_size=len(chars), n_layer=1, n_head=4, d_model=16, segment_len=64)
+    r = ev.multikey_read(None, cfg, stoi, VAL_TEXT, n_prompts=5, length=700)
+    assert r["digits"] == [1.0] * 4 and r["shared"] == r["name"] == [0.0] * 4
+    assert all(2 * 4 <= w <= 2 * 5 * 4 for w in r["asked"] + r["other"])  # 2 copies of 1-5 digits, D = 4
 
 
 def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
@@ -869,6 +895,8 @@ def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
     for mode in ("none", "linear", "delta"):
         out = json.loads((tmp_path / f"multikey-{mode}" / "results.json").read_text())
         assert set(out["multikey"]) == {"1", "2"} and out["prompts_per_cell"] == 2 and out["lengths"] == [900]
+        assert set(out["asked_digits"]["2"]) == set(out["other_digits"]["2"]) == {"900"}
+        assert ("read" in out) == (mode != "none")
 
 
 def test_delta_on_the_plays_tunes_without_far_fill(tmp_path, capsys):
