@@ -9,7 +9,7 @@ init_weights = "passkey_ckpt/haystack-linear.npz"
 key_penalty = 0.0
 seed = 1339
 
-# 2,500 steps at a tenth of the scratch learning rate, at up to 8 then 12 filler repeats
+# 2,500 steps at a fifth of the scratch learning rate, at up to 8 then 12 filler repeats
 max_iters = 2500
 learning_rate = 2e-3
 min_lr = 3e-4
