@@ -518,9 +518,9 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
     if any(k > 1 for k in ks):
         print(f"[multikey-{mode}] the answers' digits, % equal to the asked key's at their place (another line's "
               f"key's): a read that mixes two keys gets about half of each")
-        print(passkey_eval.multikey_table({k: {n: None if v is None else f"{v:.0f} ({out['other_digits'][k][n]:.0f})"
-                                               for n, v in row.items()}
-                                           for k, row in out["asked_digits"].items() if k != "1"}, lengths))
+        cells = {k: {n: None if v is None else f"{v:.0f} ({out['other_digits'][k][n]:.0f})" for n, v in row.items()}
+                 for k, row in out["asked_digits"].items() if k != "1"}
+        print(passkey_eval.multikey_table(cells, lengths))
     if "read" in out:
         r = out["read"]
         print(f"[multikey-{mode}] the answer's read in the last layer, two key lines segments back "

@@ -226,10 +226,14 @@ def multikey_read(params, cfg, stoi, haystack=None, n_prompts=30, length=None, s
         start = int(rng.integers(len(haystack))) if haystack else 0
         pieces, answer, asked, _, keys = multikey_prompt(rng, length, 2, haystack, start)
         prompt = "".join(pieces)
-        lines = [(key, name, prompt.index(NAMED_KEY_LINE.format(name=name, key=key))) for key in keys
-                 for name in NAMES if NAMED_KEY_LINE.format(name=name, key=key) in prompt]
-        if max(at + len(NAMED_KEY_LINE.format(name=name, key=key)) for key, name, at in lines) > \
-                (len(prompt) - 1) // cfg.segment_len * cfg.segment_len:
+        lines, end = [], 0                                                 # (key, name, where the line starts)
+        for key in keys:
+            for name in NAMES:
+                line = NAMED_KEY_LINE.format(name=name, key=key)
+                if line in prompt:
+                    lines.append((key, name, prompt.index(line)))
+                    end = max(end, lines[-1][2] + len(line))
+        if end > (len(prompt) - 1) // cfg.segment_len * cfg.segment_len:
             continue                                                       # a line the local attention reads
         sq, sk = sigma_qk(prompt + answer)
         q = sq[len(prompt) - 1:len(prompt) + len(answer) - 1].mean(axis=0)  # (H,D)
