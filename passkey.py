@@ -509,6 +509,7 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
            "eval_seconds": round(time.time() - t0, 1)}
     if mode != "none":                                                     # does the name steer the read?
         out["read"] = passkey_eval.multikey_read(params, cfg, task.stoi, task.val, seed=c["seed"])
+        out["names"] = passkey_eval.name_probe(params, cfg, task.stoi, task.val, seed=c["seed"])
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "results.json"), "w") as f:
         json.dump(out, f, indent=1)
@@ -528,6 +529,10 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
               f"on its shared words / name / digits:")
         print("\n".join(f"  head {h}: {r['asked'][h]:.4g} and {r['other'][h]:.4g}; {r['shared'][h]:.0%} / "
                         f"{r['name'][h]:.0%} / {r['digits'][h]:.0%}" for h in range(len(r["asked"]))))
+        r = out["names"]
+        print(f"[multikey-{mode}] where the name is (passkey_eval.name_probe: a linear read-out names it, % of "
+              f"held-out prompts, chance {r['chance']:.0f}%): in the residual at the answer {r['residual']:.0f}%, "
+              f"in its query {r['query']:.0f}%, in the key of the line's first digit {r['key']:.0f}%")
     print(f"[multikey-{mode}] outputs in {folder}/: results.json")
     return out
 

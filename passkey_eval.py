@@ -191,8 +191,9 @@ def offset_accuracy(params, cfg, n_max, batches=40, batch_size=16, seed=0, hayst
 
 
 
-def last_layer_sigma(params, cfg, stoi):
-    """text -> sigma(q), sigma(k) of the last layer, (T,H,D) each, from one forward pass."""
+def last_layer_sigma(params, cfg, stoi, with_input=False):
+    """text -> sigma(q), sigma(k) of the last layer, (T,H,D) each, from one forward pass
+    (with_input: and first the layer's attention input, the normed residual, (T,C))."""
     xp = infini.get_array_module(params["wte"])
     H, D, last = cfg.n_head, cfg.head_size, cfg.n_layer - 1
     seen = {}
@@ -200,13 +201,48 @@ def last_layer_sigma(params, cfg, stoi):
     def forward(h, p, l, c):
         out, cache = infini.attention_forward(h, p, l, c)
         if l == last:
-            seen["q"], seen["k"] = cache["q"], cache["k"]
+            seen["h"], seen["q"], seen["k"] = h, cache["q"], cache["k"]
         return out, cache
 
     def sigma_qk(s):
         infini.model_forward(params, xp.asarray(encode(s, stoi))[None], cfg, (forward, None))
-        return [infini.to_numpy(infini.sigma_forward(seen[n][0].reshape(-1, H, D))[0]) for n in ("q", "k")]
+        out = [infini.to_numpy(infini.sigma_forward(seen[n][0].reshape(-1, H, D))[0]) for n in ("q", "k")]
+        return [infini.to_numpy(seen["h"][0])] + out if with_input else out
     return sigma_qk
+
+
+def name_probe(params, cfg, stoi, haystack=None, n_prompts=440, seed=0):
+    """Does the name reach the memory's keys and queries? In prompts of one named key line and
+    its question (multikey_prompt with k = 1: a random name, 0-2 filler repeats before), a
+    linear read-out (ridge regression onto the 44 names, fitted on two thirds of the prompts)
+    names the name from the last layer's vectors, and this is its accuracy on the other third:
+    at the query that reads the answer's first digit, from the layer's input (the residual) and
+    from sigma(q); at the line's first digit, the first copy's, from sigma(k), 4 characters
+    after the name. A query that does not carry the name cannot pick its line.
+    -> {"residual": %, "query": %, "key": %, "chance": %}."""
+    sigma_qk, rng = last_layer_sigma(params, cfg, stoi, with_input=True), np.random.default_rng(seed)
+    rows, labels = {"residual": [], "query": [], "key": []}, []
+    for _ in range(n_prompts):
+        start = int(rng.integers(len(haystack))) if haystack else 0
+        pieces, answer, key, _, _ = multikey_prompt(rng, None, 1, haystack, start, n=int(rng.integers(0, 3)))
+        prompt = "".join(pieces)
+        name = next(nm for nm in NAMES if NAMED_KEY_LINE.format(name=nm, key=key) in prompt)
+        line = NAMED_KEY_LINE.format(name=name, key=key)
+        h, sq, sk = sigma_qk(prompt + answer)
+        digit = prompt.index(line) + line.index(str(key))                   # the first copy's first digit
+        rows["residual"].append(h[len(prompt)])                             # the answer's " " reads digit 1
+        rows["query"].append(sq[len(prompt)].reshape(-1))
+        rows["key"].append(sk[digit].reshape(-1))
+        labels.append(NAMES.index(name))
+    labels = np.asarray(labels)
+    fit, Y = 2 * n_prompts // 3, np.eye(len(NAMES))[labels]
+    out = {}
+    for part, X in rows.items():
+        X = np.concatenate([np.asarray(X, dtype=np.float64), np.ones((n_prompts, 1))], axis=1)
+        W = np.linalg.solve(X[:fit].T @ X[:fit] + 1e-2 * np.eye(X.shape[1]), X[:fit].T @ Y[:fit])
+        out[part] = 100.0 * float(np.mean(np.argmax(X[fit:] @ W, axis=1) == labels[fit:]))
+    out["chance"] = 100.0 / len(NAMES)
+    return out
 
 
 def multikey_read(params, cfg, stoi, haystack=None, n_prompts=30, length=None, seed=0):

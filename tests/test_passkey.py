@@ -878,6 +878,28 @@ def test_multikey_read_splits_the_answers_weights_by_line_and_part(monkeypatch):
     assert all(2 * 4 <= w <= 2 * 5 * 4 for w in r["asked"] + r["other"])  # 2 copies of 1-5 digits, D = 4
 
 
+def test_name_probe_reads_the_name_where_it_is_and_not_where_it_is_not(monkeypatch):
+    """Planted vectors: the residual at the answer's " " and the key of every digit right after
+    " is " are the name's one-hot; every query is the same. The read-out names the name from
+    the first two and not from the third."""
+    chars = task.haystack_chars(TRAIN_TEXT, VAL_TEXT)
+    stoi = {ch: i for i, ch in enumerate(chars)}
+
+    def sigma_qk(text):
+        name = next(nm for nm in task.NAMES if f"pass key of {nm}?" in text)
+        onehot = np.eye(len(task.NAMES))[task.NAMES.index(name)]
+        h, k = np.zeros((len(text), 44)), np.zeros((len(text), 4, 11))
+        h[text.rindex(" ")] = onehot                                       # the answer " 12345." starts there
+        for t in range(4, len(text)):
+            if text[t - 4:t] == " is " and text[t].isdigit():
+                k[t] = onehot.reshape(4, 11)
+        return h, np.ones((len(text), 4, 11)), k
+    monkeypatch.setattr(ev, "last_layer_sigma", lambda params, cfg, stoi, with_input: sigma_qk)
+    cfg = infini.Config(vocab_size=len(chars), n_layer=1, n_head=4, d_model=16, segment_len=64)
+    r = ev.name_probe(None, cfg, stoi, VAL_TEXT, n_prompts=300)
+    assert r["residual"] == r["key"] == 100.0 and r["query"] < 15 and r["chance"] == 100 / 44
+
+
 def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
     data = str(write_plays(tmp_path / "data"))
     c = tiny_settings(tmp_path, memory="linear", filler="plays", data_dir=data, eval_lengths="600")
@@ -896,7 +918,7 @@ def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
         out = json.loads((tmp_path / f"multikey-{mode}" / "results.json").read_text())
         assert set(out["multikey"]) == {"1", "2"} and out["prompts_per_cell"] == 2 and out["lengths"] == [900]
         assert set(out["asked_digits"]["2"]) == set(out["other_digits"]["2"]) == {"900"}
-        assert ("read" in out) == (mode != "none")
+        assert ("read" in out) == ("names" in out) == (mode != "none")
 
 
 def test_delta_on_the_plays_tunes_without_far_fill(tmp_path, capsys):
