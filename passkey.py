@@ -532,7 +532,8 @@ def run_multikey(c, mode, task, params, cfg, tlen, lengths, folder):
         r = out["names"]
         print(f"[multikey-{mode}] where the name is (passkey_eval.name_probe: a linear read-out names it, % of "
               f"held-out prompts, chance {r['chance']:.0f}%): in the residual at the answer {r['residual']:.0f}%, "
-              f"in its query {r['query']:.0f}%, in the key of the line's first digit {r['key']:.0f}%")
+              f"in its query {r['query']:.0f}%; at the line's first digit in the residual {r['digit_residual']:.0f}%, "
+              f"in its key {r['key']:.0f}%")
     print(f"[multikey-{mode}] outputs in {folder}/: results.json")
     return out
 

@@ -217,11 +217,12 @@ def name_probe(params, cfg, stoi, haystack=None, n_prompts=440, seed=0):
     linear read-out (ridge regression onto the 44 names, fitted on two thirds of the prompts)
     names the name from the last layer's vectors, and this is its accuracy on the other third:
     at the query that reads the answer's first digit, from the layer's input (the residual) and
-    from sigma(q); at the line's first digit, the first copy's, from sigma(k), 4 characters
-    after the name. A query that does not carry the name cannot pick its line.
-    -> {"residual": %, "query": %, "key": %, "chance": %}."""
+    from sigma(q); at the line's first digit, the first copy's, 4 characters after the name,
+    from sigma(k) and from the layer's input. A query that does not carry the name cannot pick
+    its line, nor a key without it be picked.
+    -> {"residual": %, "query": %, "key": %, "digit_residual": %, "chance": %}."""
     sigma_qk, rng = last_layer_sigma(params, cfg, stoi, with_input=True), np.random.default_rng(seed)
-    rows, labels = {"residual": [], "query": [], "key": []}, []
+    rows, labels = {"residual": [], "query": [], "key": [], "digit_residual": []}, []
     for _ in range(n_prompts):
         start = int(rng.integers(len(haystack))) if haystack else 0
         pieces, answer, key, _, _ = multikey_prompt(rng, None, 1, haystack, start, n=int(rng.integers(0, 3)))
@@ -233,6 +234,7 @@ def name_probe(params, cfg, stoi, haystack=None, n_prompts=440, seed=0):
         rows["residual"].append(h[len(prompt)])                             # the answer's " " reads digit 1
         rows["query"].append(sq[len(prompt)].reshape(-1))
         rows["key"].append(sk[digit].reshape(-1))
+        rows["digit_residual"].append(h[digit])
         labels.append(NAMES.index(name))
     labels = np.asarray(labels)
     fit, Y = 2 * n_prompts // 3, np.eye(len(NAMES))[labels]

@@ -880,8 +880,8 @@ def test_multikey_read_splits_the_answers_weights_by_line_and_part(monkeypatch):
 
 def test_name_probe_reads_the_name_where_it_is_and_not_where_it_is_not(monkeypatch):
     """Planted vectors: the residual at the answer's " " and the key of every digit right after
-    " is " are the name's one-hot; every query is the same. The read-out names the name from
-    the first two and not from the third."""
+    " is " are the name's one-hot; every query is the same, and the residual elsewhere zero.
+    The read-out names the name from the first two and not from the others."""
     chars = task.haystack_chars(TRAIN_TEXT, VAL_TEXT)
     stoi = {ch: i for i, ch in enumerate(chars)}
 
@@ -897,7 +897,8 @@ def test_name_probe_reads_the_name_where_it_is_and_not_where_it_is_not(monkeypat
     monkeypatch.setattr(ev, "last_layer_sigma", lambda params, cfg, stoi, with_input: sigma_qk)
     cfg = infini.Config(vocab_size=len(chars), n_layer=1, n_head=4, d_model=16, segment_len=64)
     r = ev.name_probe(None, cfg, stoi, VAL_TEXT, n_prompts=300)
-    assert r["residual"] == r["key"] == 100.0 and r["query"] < 15 and r["chance"] == 100 / 44
+    assert r["residual"] == r["key"] == 100.0 and r["chance"] == 100 / 44
+    assert r["query"] < 15 and r["digit_residual"] < 15                  # no name there
 
 
 def test_haystack_and_multikey_models_train_and_evaluate_end_to_end(tmp_path):
