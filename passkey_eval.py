@@ -211,6 +211,15 @@ def last_layer_sigma(params, cfg, stoi, with_input=False):
     return sigma_qk
 
 
+def named_lines(prompt, keys):
+    """The named key lines of a multi-key prompt, in the order of keys: [(key, name, where the line starts)]."""
+    found = []
+    for key in keys:
+        name = next(nm for nm in NAMES if NAMED_KEY_LINE.format(name=nm, key=key) in prompt)
+        found.append((key, name, prompt.index(NAMED_KEY_LINE.format(name=name, key=key))))
+    return found
+
+
 def name_probe(params, cfg, stoi, haystack=None, n_prompts=440, seed=0):
     """Does the name reach the memory's keys and queries? In prompts of one named key line and
     its question (multikey_prompt with k = 1: a random name, 0-2 filler repeats before), a
@@ -227,10 +236,9 @@ def name_probe(params, cfg, stoi, haystack=None, n_prompts=440, seed=0):
         start = int(rng.integers(len(haystack))) if haystack else 0
         pieces, answer, key, _, _ = multikey_prompt(rng, None, 1, haystack, start, n=int(rng.integers(0, 3)))
         prompt = "".join(pieces)
-        name = next(nm for nm in NAMES if NAMED_KEY_LINE.format(name=nm, key=key) in prompt)
-        line = NAMED_KEY_LINE.format(name=name, key=key)
+        [(_, name, at)] = named_lines(prompt, [key])
         h, sq, sk = sigma_qk(prompt + answer)
-        digit = prompt.index(line) + line.index(str(key))                   # the first copy's first digit
+        digit = at + NAMED_KEY_LINE.format(name=name, key=key).index(str(key))  # the first copy's first digit
         rows["residual"].append(h[len(prompt)])                             # the answer's " " reads digit 1
         rows["query"].append(sq[len(prompt)].reshape(-1))
         rows["key"].append(sk[digit].reshape(-1))
@@ -264,13 +272,8 @@ def multikey_read(params, cfg, stoi, haystack=None, n_prompts=30, length=None, s
         start = int(rng.integers(len(haystack))) if haystack else 0
         pieces, answer, asked, _, keys = multikey_prompt(rng, length, 2, haystack, start)
         prompt = "".join(pieces)
-        lines, end = [], 0                                                 # (key, name, where the line starts)
-        for key in keys:
-            for name in NAMES:
-                line = NAMED_KEY_LINE.format(name=name, key=key)
-                if line in prompt:
-                    lines.append((key, name, prompt.index(line)))
-                    end = max(end, lines[-1][2] + len(line))
+        lines = named_lines(prompt, keys)
+        end = max(at + len(NAMED_KEY_LINE.format(name=name, key=key)) for key, name, at in lines)
         if end > (len(prompt) - 1) // cfg.segment_len * cfg.segment_len:
             continue                                                       # a line the local attention reads
         sq, sk = sigma_qk(prompt + answer)
