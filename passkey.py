@@ -32,20 +32,21 @@ plays docs/passkey.md, "What the plays still need"):
 - loss weights: the answer and the key's second occurrence carry the loss (answer_weight),
   every other character a little (lm_weight), so the few characters that matter count;
 - fixed gates (beta_lr_mult = 0): learned gates close the last layer's memory before it
-  has learned to retrieve (on the plays they stay open, but 1M is lost: 0/0/10);
-- the filler line in a quarter of the plays' prompts (template_frac): without it the end
-  depth at 32x falls to 80% on the plays and 60% on the filler line;
+  has learned to retrieve, or (on the plays) learn on short prompts a mix that does not
+  hold at a million characters;
+- the filler line in a quarter of the plays' prompts (template_frac): the same model then
+  answers on SPEC's filler too, and holds the key line in the question's segment on both;
 - the first layer's memory closed (memory_layers = 1): the second layer's queries and keys
   then depend on the local text only, not on a memory read that drifts with the length;
 - a curriculum over length (n_start, n_end, n_long): retrieval is learned on short prompts first;
-- leading newlines (shift_max): the answer meets every position in its segment in training
-  (without them, on the plays, 16x and 32x fall to 20% or less);
+- leading newlines (shift_max): the answer meets every position in its segment in training,
+  as it does in prompts of any length;
 - 4-digit keys and key lines right before the question after the curriculum (short_keys,
-  key_last): the cases only local attention can answer, copying a key in the question's segment
-  (without them, on the plays, the end depth falls to 60% at 4x and 1M to 30% or less);
+  key_last): the cases only local attention can answer, copying a key in the question's segment;
 - a key penalty (key_penalty): filler keys pushed below -8 write almost nothing into the
   memory, so the key's share of the read holds as the filler grows (passkey_eval.dilution
-  measures the share; haystack-linear is trained without it: on the plays it read 1M characters better);
+  measures the share; haystack-linear is trained without it: on the plays, the key line's
+  value stands out of an average of every character instead);
 - a query penalty in the tune phase (query_penalty): the answer's queries stop reading the
   few large keys that filler characters keep;
 - the penalties on open heads only: on the closed first layer they would saturate its

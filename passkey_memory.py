@@ -100,8 +100,8 @@ def far_memory(filler, n, rng, batch_size, far_fill, rule):
     z = F * (z per character); M grows likewise under the linear rule, while the delta rule
     writes only what M does not already return, so its M after one cycle stands for any F.
     That holds for a filler line repeated, not for real text, which never repeats: on the
-    plays this stand-in taught delta to lose a key written early (10% found at the start of
-    46K characters, 100% without it), so passkey.py leaves far_fill off for delta there.
+    plays this stand-in teaches delta to lose a key written early (docs/passkey.md, "A real
+    haystack"), so passkey.py leaves far_fill off for delta there.
 
     At 1M characters the filler's part of sigma(q) z can outweigh the key's, and the read
     sigma(q) M / sigma(q) z then fades, though nothing in a short training prompt shows it:
