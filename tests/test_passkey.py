@@ -5,6 +5,7 @@ memory penalties and far memory (passkey_memory.py), the recipe (config/passkey.
 end-to-end runs of passkey.py (in-process and as a script). The fast ones take a few seconds;
 the full demo is marked slow.
 """
+import functools
 import json
 import os
 import re
@@ -459,6 +460,8 @@ def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
     the checkpoint and the evaluation give what the CPU gives (far_fill's memory included)."""
     import checkpoint
     import fakecupy
+    fewer = functools.partial(ev.offset_accuracy, batches=4)    # the teacher-forced scores: fewer prompts, both devices
+    monkeypatch.setattr(ev, "offset_accuracy", fewer)
     assert train_delta(tmp_path / "cpu", far_fill=1000) == 0
     fakecupy.install(monkeypatch)
     assert train_delta(tmp_path / "gpu", device="cuda", far_fill=1000) == 0
@@ -473,6 +476,7 @@ def test_gpu_path_on_a_cupy_stand_in(tmp_path, monkeypatch, capsys):
                    out_dir=str(tmp_path / "shipped"), device="cuda")                     # the shipped model
     assert pk.main(shipped) == 0
     monkeypatch.undo()
+    monkeypatch.setattr(ev, "offset_accuracy", fewer)
     assert pk.main(dict(shipped, device="cpu", out_dir=str(tmp_path / "shipped_cpu"))) == 0
     gpu, cpu = (json.loads((tmp_path / d / "delta" / "results.json").read_text()) for d in ("shipped", "shipped_cpu"))
     assert gpu["samples"] == cpu["samples"] and gpu["offset_accuracy"] == cpu["offset_accuracy"]
